@@ -1,0 +1,324 @@
+"""params.yaml: one typed section per stage, validated on load.
+
+Each section is a dataclass; `field(metadata=...)` carries the allowed range or choices and
+the one-line help shown in errors. `load_params()` checks every key: an unknown key, a wrong
+type or a value out of range stops with a message naming the key (`train_fewshot.lr: ...`).
+Stages read only their own section (and `data`/`inversion`, which several stages share), and
+dvc.yaml / the Snakefile declare exactly those sections as the stage's params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from partseg.errors import PartsegError
+
+
+def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+         choices: tuple | None = None) -> Any:
+    """A params field with its help text and allowed values."""
+    meta = {"help": help, "low": low, "high": high, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataParams:
+    source: str = knob("synthetic", "where the images come from",
+                       choices=("synthetic", "folder", "celebamask"))
+    path: str = knob("data/user", "the folder dataset or CelebAMask-HQ root (unused for synthetic)")
+    resolution: int = knob(32, "working resolution in pixels (images are resized to it)",
+                           low=32, high=1024)
+
+
+@dataclass
+class DatasetParams:
+    seed: int = knob(0, "seed of the synthetic generator and of the split assignment", low=0)
+    n_train: int = knob(10000, "unlabelled images for the GAN", low=1)
+    n_labeled: int = knob(500, "labelled pool: annotation stand-ins and supervised baselines", low=1)
+    n_test: int = knob(500, "test images with masks", low=1)
+    n_test_shifted: int = knob(300, "shifted test images (scale, rotation, several faces)", low=1)
+
+
+@dataclass
+class TrainGanParams:
+    checkpoint: str | None = knob(None, "pretrained generator (rosinality or partseg); skips training")
+    style_dim: int = knob(128, "dimension of z and w", low=8, high=1024)
+    n_mlp: int = knob(4, "mapping network layers", low=1, high=8)
+    channel_base: int = knob(1024, "channels at resolution r are min(channel_base / r, channel_max)",
+                             low=64)
+    channel_max: int = knob(128, "widest layer (512 in the published models)", low=8)
+    batch_size: int = knob(16, "images per step", low=1, high=256)
+    steps: int = knob(1500, "training steps (resume continues up to this count)", low=1)
+    lr: float = knob(0.002, "Adam learning rate of G and D", low=0.0, high=1.0)
+    r1_gamma: float = knob(0.05, "R1 penalty weight", low=0.0)
+    r1_every: int = knob(16, "lazy R1: penalty every N steps", low=1)
+    pl_weight: float = knob(0.0, "path-length regularisation weight (0 = off)", low=0.0)
+    pl_every: int = knob(4, "lazy path-length regularisation interval", low=1)
+    mixing_prob: float = knob(0.9, "style mixing probability", low=0.0, high=1.0)
+    ema_kimg: float = knob(2.5, "EMA half-life of the generator, thousands of images", low=0.0)
+    augment: str = knob("none", "differentiable augmentation for small datasets",
+                        choices=("none", "diffaugment"))
+    snapshot_every: int = knob(250, "steps between snapshots (resume point, sample grid)", low=1)
+    seed: int = knob(0, "training seed", low=0)
+
+
+@dataclass
+class SampleParams:
+    n: int = knob(10, "generated images exported for annotation (at least annotate.k)", low=1)
+    seed: int = knob(0, "seed of the latents", low=0)
+    truncation: float = knob(1.0, "truncation psi (1 = none, as the paper)", low=0.0, high=1.0)
+
+
+@dataclass
+class AnnotateParams:
+    source: str = knob("simulated", "who annotates the k images",
+                       choices=("manual", "inverted", "simulated"))
+    k: int = knob(1, "number of annotated images (the shots)", low=1)
+    manual_dir: str = knob("data/annotations", "where `partseg annotate` saves masks (manual)")
+    annotator_steps: int = knob(1500, "training steps of the simulated annotator", low=1)
+
+
+@dataclass
+class InversionParams:
+    space: str = knob("wplus", "latent space optimised", choices=("w", "wplus"))
+    steps: int = knob(200, "optimisation steps per batch", low=1)
+    lr: float = knob(0.05, "peak learning rate (cosine ramp down)", low=0.0)
+    batch_size: int = knob(50, "images inverted together", low=1)
+    pixel_weight: float = knob(1.0, "weight of the pixel MSE", low=0.0)
+    perceptual_weight: float = knob(0.1, "weight of the discriminator-feature distance", low=0.0)
+    noise_reg_weight: float = knob(1e5, "noise map regularisation", low=0.0)
+
+
+@dataclass
+class FeaturesParams:
+    layers: str | list[str] = knob("all", "all | low | mid | high, or a list of layer names")
+    resolution: int = knob(32, "feature map size (at most the generator size)", low=4, high=1024)
+
+
+@dataclass
+class TrainFewshotParams:
+    network: str = knob("cnn", "per-pixel classifier",
+                        choices=("linear", "mlp", "mlp2", "cnn"))
+    ensemble: int = knob(1, "members; their disagreement is the uncertainty map", low=1, high=32)
+    steps: int = knob(1000, "optimiser steps", low=1)
+    batch_pixels: int = knob(4096, "pixels per step (linear/MLP)", low=16)
+    tile: int = knob(32, "tile size per step (CNN)", low=8)
+    lr: float = knob(0.001, "Adam learning rate", low=0.0)
+    weight_decay: float = knob(0.001, "Adam weight decay", low=0.0)
+    class_balance: bool = knob(False, "weight the loss by inverse class frequency")
+    seed: int = knob(0, "seed", low=0)
+
+
+@dataclass
+class InvertTestParams:
+    splits: list[str] = knob(["test", "test_shifted"], "dataset splits to invert")
+    n_images: int = knob(100, "first N images of each split (inversion is slow)", low=1)
+
+
+@dataclass
+class SynthesizeParams:
+    shards: list[int] = knob([0, 1], "shard ids; one job each, run in parallel")
+    images_per_shard: int = knob(1000, "generated images per shard", low=1)
+    batch_size: int = knob(50, "generator batch", low=1)
+    truncation: float = knob(1.0, "truncation psi", low=0.0, high=1.0)
+    drop_uncertain: float = knob(0.0, "fraction of most uncertain images dropped (ensemble)",
+                                 low=0.0, high=0.99)
+    seed: int = knob(1000, "base seed; shard i uses seed + i", low=0)
+
+
+@dataclass
+class AugmentParams:
+    scale_min: float = knob(0.5, "smallest random scale", low=0.05)
+    scale_max: float = knob(2.0, "largest random scale", low=0.05)
+    rotation: float = knob(10.0, "max rotation, degrees", low=0.0, high=180.0)
+    translate: float = knob(0.25, "max translation, fraction of the image", low=0.0, high=1.0)
+    flip: bool = knob(True, "random horizontal flip")
+    color_jitter: float = knob(0.1, "brightness/contrast/saturation jitter strength", low=0.0, high=1.0)
+
+
+@dataclass
+class UnetParams:
+    base_channels: int = knob(32, "channels of the first UNet level", low=4)
+    depth: int = knob(3, "down/up-sampling levels", low=1, high=6)
+
+
+@dataclass
+class TrainAutoshotParams:
+    unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "segmenter architecture"})
+    augment: AugmentParams = field(default_factory=AugmentParams,
+                                   metadata={"help": "geometric and colour augmentation"})
+    steps: int = knob(2000, "optimiser steps", low=1)
+    batch_size: int = knob(32, "images per step", low=1)
+    lr: float = knob(0.001, "Adam learning rate", low=0.0)
+    weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
+    seed: int = knob(0, "seed", low=0)
+
+
+@dataclass
+class BaselinesParams:
+    label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
+    steps: int = knob(2000, "optimiser steps of each UNet (same as auto-shot by default)", low=1)
+    seed: int = knob(0, "seed", low=0)
+
+
+@dataclass
+class EvaluateParams:
+    splits: list[str] = knob(["test", "test_shifted"], "splits evaluated")
+    n_qualitative: int = knob(6, "images in the qualitative grid", low=1)
+
+
+@dataclass
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    dataset: DatasetParams = field(default_factory=DatasetParams)
+    train_gan: TrainGanParams = field(default_factory=TrainGanParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    annotate: AnnotateParams = field(default_factory=AnnotateParams)
+    inversion: InversionParams = field(default_factory=InversionParams)
+    features: FeaturesParams = field(default_factory=FeaturesParams)
+    train_fewshot: TrainFewshotParams = field(default_factory=TrainFewshotParams)
+    invert_test: InvertTestParams = field(default_factory=InvertTestParams)
+    synthesize: SynthesizeParams = field(default_factory=SynthesizeParams)
+    train_autoshot: TrainAutoshotParams = field(default_factory=TrainAutoshotParams)
+    baselines: BaselinesParams = field(default_factory=BaselinesParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` converted to `tp`, or raise PartsegError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_value(key, value, option)
+            except PartsegError as error:
+                errors.append(str(error))
+        allowed = " or ".join(_type_name(t) for t in typing.get_args(tp))
+        raise PartsegError(f"params key {key}: expected {allowed}, got {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise PartsegError(f"params key {key}: expected a list of {_type_name(item_type)}, "
+                               f"got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build_section(key, value, tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise PartsegError(f"params key {key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PartsegError(f"params key {key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PartsegError(f"params key {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise PartsegError(f"params key {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {tp} for {key}")
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    choices, low, high = meta.get("choices"), meta.get("low"), meta.get("high")
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if choices is not None and item not in choices:
+            raise PartsegError(f"params key {key}: {item!r} is not one of {', '.join(map(str, choices))}")
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            if low is not None and item < low:
+                raise PartsegError(f"params key {key}: {item} is below the minimum {low}")
+            if high is not None and item > high:
+                raise PartsegError(f"params key {key}: {item} is above the maximum {high}")
+
+
+def _build_section(prefix: str, raw: Any, cls: type) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PartsegError(f"params key {prefix}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for name in raw:
+        if name not in known:
+            where = f"{prefix}.{name}" if prefix else str(name)
+            raise PartsegError(f"unknown params key {where} (known keys: {', '.join(known)})")
+    values = {}
+    for name, spec in known.items():
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        values[name] = _check_value(key, raw[name], hints[name])
+        _check_range(key, values[name], dict(spec.metadata))
+    return cls(**values)
+
+
+def _check_consistency(params: Params) -> None:
+    """Rules that involve several keys."""
+    if params.sample.n < params.annotate.k and params.annotate.source != "inverted":
+        raise PartsegError(f"params key annotate.k: {params.annotate.k} shots need at least as many "
+                           f"samples, but sample.n is {params.sample.n}")
+    if params.features.resolution > params.data.resolution:
+        raise PartsegError(f"params key features.resolution: {params.features.resolution} is larger "
+                           f"than data.resolution ({params.data.resolution})")
+    if params.annotate.source == "simulated" and params.data.source != "synthetic":
+        raise PartsegError("params key annotate.source: 'simulated' stands in for a person on the "
+                           "built-in demo data only; with your own data use 'manual' or 'inverted'")
+    res = params.data.resolution
+    if res & (res - 1):
+        raise PartsegError(f"params key data.resolution: {res} must be a power of two")
+    aug = params.train_autoshot.augment
+    if aug.scale_min > aug.scale_max:
+        raise PartsegError("params key train_autoshot.augment.scale_min: larger than scale_max")
+    if len(set(params.synthesize.shards)) != len(params.synthesize.shards):
+        raise PartsegError("params key synthesize.shards: shard ids must be unique")
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping (as loaded from YAML) into typed sections."""
+    if not isinstance(raw, dict):
+        raise PartsegError(f"{source}: expected a mapping of stage sections at the top level")
+    params = _build_section("", raw, Params)
+    _check_consistency(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate params.yaml; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PartsegError(f"{path}: params file not found") from None
+    except yaml.YAMLError as error:
+        raise PartsegError(f"{path}: not valid YAML ({error})") from None
+    try:
+        return parse_params(raw or {}, str(path))
+    except PartsegError as error:
+        raise PartsegError(f"{path}: {error}") from None
+
+
+def as_dict(section: Any) -> dict:
+    """A section as a plain dict (for saving beside outputs)."""
+    return dataclasses.asdict(section)
