@@ -1,0 +1,365 @@
+# partseg: the pipeline for `snakemake --cores all`.
+#
+# One rule per stage, named as in dvc.yaml, stages/<name>.py and params.yaml; each runs
+# `python -m stages.<name>` with the same paths as dvc.yaml (tests/test_dag.py checks that
+# both files declare the same stages, data dependencies, outputs and params sections).
+# Each rule's `params:` holds the params.yaml sections it reads, so changing one of them
+# reruns exactly that rule and what depends on it. Logs: results/logs/, timings:
+# results/benchmarks/ (the report reads them). GPU stages ask for `gpu` resources when
+# PARTSEG_GPUS is set (for cluster profiles); locally they use CUDA when present.
+
+import os
+
+configfile: "params.yaml"
+
+
+GPUS = int(os.environ.get("PARTSEG_GPUS", "0"))
+SHARDS = config["synthesize"]["shards"]
+CONDA_ENV = "envs/partseg.yaml"  # only used with --use-conda
+LOGS = "results/logs"
+BENCH = "results/benchmarks"
+
+
+def section(*keys):
+    """The params.yaml values a rule reads: a whole section or a `section.key`."""
+    values = {}
+    for key in keys:
+        name, _, sub = key.partition(".")
+        values[key] = config[name][sub] if sub else config[name]
+    return values
+
+
+rule all:
+    input:
+        "results/report",
+        "results/evaluate",
+    default_target: True
+
+
+rule dataset:
+    input:
+        code="stages/dataset.py",
+        user_data=config["data"]["path"],
+    output:
+        directory("data/dataset"),
+    params:
+        section("data", "dataset"),
+    log:
+        f"{LOGS}/dataset.log",
+    benchmark:
+        f"{BENCH}/dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.dataset --threads {threads} --out {output} 2>&1 | tee {log}"
+
+
+rule train_gan:
+    input:
+        code="stages/train_gan.py",
+        dataset="data/dataset",
+    output:
+        directory("results/train_gan"),
+    params:
+        section("data", "train_gan"),
+    log:
+        f"{LOGS}/train_gan.log",
+    benchmark:
+        f"{BENCH}/train_gan.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=24 * 60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.train_gan --threads {threads} --dataset {input.dataset} "
+        "--snapshots checkpoints/train_gan --out {output} 2>&1 | tee {log}"
+
+
+rule sample:
+    input:
+        code="stages/sample.py",
+        generator="results/train_gan",
+    output:
+        directory("results/sample"),
+    params:
+        section("sample"),
+    log:
+        f"{LOGS}/sample.log",
+    benchmark:
+        f"{BENCH}/sample.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.sample --threads {threads} --generator {input.generator} "
+        "--out {output} 2>&1 | tee {log}"
+
+
+rule baselines:
+    input:
+        code="stages/baselines.py",
+        dataset="data/dataset",
+    output:
+        directory("results/baselines"),
+    params:
+        section("data", "baselines", "train_autoshot.unet", "train_autoshot.augment",
+                "train_autoshot.batch_size", "train_autoshot.lr", "train_autoshot.weight_decay"),
+    log:
+        f"{LOGS}/baselines.log",
+    benchmark:
+        f"{BENCH}/baselines.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=4 * 60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.baselines --threads {threads} --dataset {input.dataset} "
+        "--snapshots checkpoints/baselines --out {output} 2>&1 | tee {log}"
+
+
+rule annotate:
+    input:
+        code="stages/annotate.py",
+        dataset="data/dataset",
+        generator="results/train_gan",
+        samples="results/sample",
+        annotator="results/baselines",
+        manual_dir=config["annotate"]["manual_dir"],
+    output:
+        directory("results/annotate"),
+    params:
+        section("annotate", "inversion"),
+    log:
+        f"{LOGS}/annotate.log",
+    benchmark:
+        f"{BENCH}/annotate.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.annotate --threads {threads} --dataset {input.dataset} "
+        "--generator {input.generator} --samples {input.samples} "
+        "--annotator {input.annotator}/unet_full.pt --out {output} 2>&1 | tee {log}"
+
+
+rule features:
+    input:
+        code="stages/features.py",
+        generator="results/train_gan",
+        annotations="results/annotate",
+    output:
+        directory("results/features"),
+    params:
+        section("features"),
+    log:
+        f"{LOGS}/features.log",
+    benchmark:
+        f"{BENCH}/features.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=2000,
+        runtime=60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.features --threads {threads} --generator {input.generator} "
+        "--annotations {input.annotations} --out {output} 2>&1 | tee {log}"
+
+
+rule train_fewshot:
+    input:
+        code="stages/train_fewshot.py",
+        features="results/features",
+        annotations="results/annotate",
+    output:
+        directory("results/train_fewshot"),
+    params:
+        section("train_fewshot"),
+    log:
+        f"{LOGS}/train_fewshot.log",
+    benchmark:
+        f"{BENCH}/train_fewshot.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.train_fewshot --threads {threads} --features {input.features} "
+        "--annotations {input.annotations} --out {output} 2>&1 | tee {log}"
+
+
+rule invert_test:
+    input:
+        code="stages/invert_test.py",
+        dataset="data/dataset",
+        generator="results/train_gan",
+    output:
+        directory("results/invert_test"),
+    params:
+        section("dataset", "inversion", "features", "invert_test"),
+    log:
+        f"{LOGS}/invert_test.log",
+    benchmark:
+        f"{BENCH}/invert_test.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=4 * 60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.invert_test --threads {threads} --dataset {input.dataset} "
+        "--generator {input.generator} --out {output} 2>&1 | tee {log}"
+
+
+rule predict_oneshot:
+    input:
+        code="stages/predict_oneshot.py",
+        inversions="results/invert_test",
+        fewshot="results/train_fewshot",
+    output:
+        directory("results/predict_oneshot"),
+    params:
+        section("data"),
+    log:
+        f"{LOGS}/predict_oneshot.log",
+    benchmark:
+        f"{BENCH}/predict_oneshot.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.predict_oneshot --threads {threads} --inversions {input.inversions} "
+        "--fewshot {input.fewshot} --out {output} 2>&1 | tee {log}"
+
+
+rule synthesize:
+    input:
+        code="stages/synthesize.py",
+        generator="results/train_gan",
+        fewshot="results/train_fewshot",
+    output:
+        directory("results/synthesize/shard_{shard}"),
+    params:
+        section("features", "synthesize"),
+    log:
+        f"{LOGS}/synthesize_shard_{{shard}}.log",
+    benchmark:
+        f"{BENCH}/synthesize_shard_{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=2 * 60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.synthesize --threads {threads} --shard {wildcards.shard} "
+        "--generator {input.generator} --fewshot {input.fewshot} --out {output} 2>&1 | tee {log}"
+
+
+rule train_autoshot:
+    input:
+        code="stages/train_autoshot.py",
+        shards=expand("results/synthesize/shard_{shard}", shard=SHARDS),
+        dataset="data/dataset",
+    output:
+        directory("results/train_autoshot"),
+    params:
+        section("data", "synthesize.shards", "train_autoshot"),
+    log:
+        f"{LOGS}/train_autoshot.log",
+    benchmark:
+        f"{BENCH}/train_autoshot.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=4 * 60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.train_autoshot --threads {threads} --shards results/synthesize "
+        "--dataset {input.dataset} --snapshots checkpoints/train_autoshot --out {output} "
+        "2>&1 | tee {log}"
+
+
+rule evaluate:
+    input:
+        code="stages/evaluate.py",
+        dataset="data/dataset",
+        annotations="results/annotate",
+        oneshot="results/predict_oneshot",
+        inversions="results/invert_test",
+        autoshot="results/train_autoshot",
+        baselines="results/baselines",
+    output:
+        directory("results/evaluate"),
+    params:
+        section("train_fewshot.network", "evaluate"),
+    log:
+        f"{LOGS}/evaluate.log",
+    benchmark:
+        f"{BENCH}/evaluate.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.evaluate --threads {threads} --dataset {input.dataset} "
+        "--annotations {input.annotations} --oneshot {input.oneshot} "
+        "--inversions {input.inversions} --autoshot {input.autoshot} "
+        "--baselines {input.baselines} --out {output} 2>&1 | tee {log}"
+
+
+rule report:
+    input:
+        code="stages/report.py",
+        params_file="params.yaml",
+        evaluation="results/evaluate",
+        annotations="results/annotate",
+        generator="results/train_gan",
+    output:
+        directory("results/report"),
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.report --threads {threads} --evaluation {input.evaluation} "
+        "--annotations {input.annotations} --generator {input.generator} "
+        "--benchmarks results/benchmarks --out {output} 2>&1 | tee {log}"

@@ -1,0 +1,414 @@
+"""Training, saving, loading and running the UNet segmenter.
+
+One trainer serves three jobs: auto-shot (soft labels: the few-shot net's fp16 logits on
+generated images), the supervised baselines and the simulated annotator (hard labels: uint8
+masks with 255 = ignore). Hard masks become one-hot vectors with all-zero vectors at ignored
+pixels, so both kinds go through the same augmentation and the same soft-target cross-entropy
+(for a one-hot target it is ordinary cross-entropy).
+
+Choices:
+- Optimiser: Adam with (L2) weight decay, gradient-norm clipping.
+- Learning rate: linear warm-up over the first 5% of steps (at most 100), then cosine decay to
+  1% of the peak at `steps`. The paper used ReduceLROnPlateau; with a fixed step budget and a
+  loss that is a noisy per-batch estimate, a schedule that is a pure function of the step is
+  simpler, needs no state to resume and is reproducible.
+- Randomness: the batch of step s and its augmentation come from generators seeded by
+  (seed, s) (batches are epoch-wise permutations seeded by (seed, epoch)), so the step number
+  *is* the RNG state: a run resumed from a snapshot draws exactly what an uninterrupted run
+  would have, and gives the same weights on the same machine.
+- Memory: images and targets can be numpy memmaps or lists of shard arrays; each step reads
+  only its batch from them (sorted indices, one read per shard).
+- Resume: `snapshot_dir` holds the model, the optimiser, the step and the loss history, written
+  atomically every `snapshot_every` steps. A rerun with the same arguments continues from it;
+  a snapshot made with different arguments (including `steps`, which shapes the schedule) is
+  ignored with a message, so a result never mixes two configurations.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from partseg.autoshot.augment import color_jitter, random_geometric
+from partseg.autoshot.unet import UNet
+from partseg.device import resolve_device, use_mixed_precision
+from partseg.errors import PartsegError
+from partseg.io import atomic_path, save_torch
+from partseg.progress import progress
+
+IGNORE = 255
+SNAPSHOT_NAME = "segmenter_snapshot.pt"
+SEGMENTER_FORMAT = "partseg-segmenter"
+AUGMENT_DEFAULTS = {"scale_min": 0.5, "scale_max": 2.0, "rotation": 10.0, "translate": 0.25,
+                    "flip": True, "color_jitter": 0.1, "outside": "background"}
+
+
+# ----------------------------------------------------------------------------- data access
+
+class ArrayStack:
+    """Several arrays (e.g. one memmap per synthesized shard) seen as one, indexed by batch."""
+
+    def __init__(self, parts: np.ndarray | Sequence[np.ndarray], name: str):
+        self.parts = [parts] if isinstance(parts, np.ndarray) else list(parts)
+        if not self.parts:
+            raise PartsegError(f"{name}: no arrays given")
+        self.item_shape = tuple(self.parts[0].shape[1:])
+        for i, part in enumerate(self.parts):
+            if tuple(part.shape[1:]) != self.item_shape or part.dtype != self.parts[0].dtype:
+                raise PartsegError(f"{name}: shard {i} has shape {tuple(part.shape)} {part.dtype}, "
+                                   f"expected [*, {', '.join(map(str, self.item_shape))}] "
+                                   f"{self.parts[0].dtype} like shard 0")
+        self.dtype = self.parts[0].dtype
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Rows `indices` (any order), reading each shard once in increasing index order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices),) + self.item_shape, dtype=self.dtype)
+        part_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        for part in np.unique(part_of):
+            rows = np.nonzero(part_of == part)[0]
+            local = indices[rows] - self.offsets[part]
+            order = np.argsort(local, kind="stable")
+            out[rows[order]] = self.parts[part][local[order]]
+        return out
+
+
+def _check_data(images: ArrayStack, targets: ArrayStack, target_kind: str, num_classes: int) -> None:
+    if len(images.item_shape) != 3 or images.item_shape[2] != 3 or images.dtype != np.uint8:
+        raise PartsegError(f"images: expected uint8 [N,H,W,3], got [*, "
+                           f"{', '.join(map(str, images.item_shape))}] {images.dtype}")
+    height, width = images.item_shape[:2]
+    if len(targets) != len(images):
+        raise PartsegError(f"targets: {len(targets)} entries for {len(images)} images")
+    if target_kind == "soft":
+        expected = (num_classes, height, width)
+        if targets.item_shape != expected or not np.issubdtype(targets.dtype, np.floating):
+            raise PartsegError(f"targets (soft): expected float logits [N,{num_classes},{height},"
+                               f"{width}], got [*, {', '.join(map(str, targets.item_shape))}] "
+                               f"{targets.dtype}")
+    elif target_kind == "hard":
+        if targets.item_shape != (height, width) or targets.dtype != np.uint8:
+            raise PartsegError(f"targets (hard): expected uint8 masks [N,{height},{width}], got "
+                               f"[*, {', '.join(map(str, targets.item_shape))}] {targets.dtype}")
+        for start in range(0, len(targets), 256):  # chunked: masks may be a large memmap
+            chunk = targets.take(np.arange(start, min(start + 256, len(targets))))
+            bad = (chunk >= num_classes) & (chunk != IGNORE)
+            if bad.any():
+                image = start + int(np.nonzero(bad.reshape(len(chunk), -1).any(1))[0][0])
+                raise PartsegError(f"targets (hard): mask {image} has label id "
+                                   f"{int(chunk[bad].max())}, but there are {num_classes} classes "
+                                   f"(ids 0..{num_classes - 1}, {IGNORE} = ignore)")
+    else:
+        raise PartsegError(f"target_kind must be 'soft' or 'hard', got {target_kind!r}")
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1] (the UNet's input)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def targets_to_probabilities(targets: np.ndarray, target_kind: str, num_classes: int,
+                             device: torch.device | str = "cpu") -> torch.Tensor:
+    """Soft: logits -> softmax. Hard: ids -> one-hot, all-zero vectors where ignored."""
+    tensor = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
+    if target_kind == "soft":
+        return torch.softmax(tensor.float(), dim=1)
+    ids = tensor.long()
+    ignored = ids == IGNORE
+    one_hot = F.one_hot(ids.masked_fill(ignored, 0), num_classes).permute(0, 3, 1, 2).float()
+    return one_hot * (~ignored).unsqueeze(1)
+
+
+# ----------------------------------------------------------------------------- randomness
+
+def _seed_for(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (seed, purpose, step...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class BatchSampler:
+    """Batch of step s: positions [s*B, (s+1)*B) of a stream of epoch permutations."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int):
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self._epoch, self._permutation = -1, None
+
+    def indices(self, step: int) -> np.ndarray:
+        positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        out = np.empty(len(positions), dtype=np.int64)
+        for i, position in enumerate(positions):
+            epoch = int(position // self.num_items)
+            if epoch != self._epoch:
+                generator = torch.Generator().manual_seed(_seed_for(self.seed, 1, epoch))
+                self._permutation = torch.randperm(self.num_items, generator=generator).numpy()
+                self._epoch = epoch
+            out[i] = self._permutation[position % self.num_items]
+        return out
+
+
+# ----------------------------------------------------------------------------- training
+
+def learning_rate(step: int, steps: int, peak: float) -> float:
+    """Linear warm-up (5% of steps, at most 100), then cosine decay to 1% of the peak."""
+    warmup = min(100, max(1, steps // 20))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress_fraction = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress_fraction)))
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid pixels of -sum_k p_k log softmax(logits)_k."""
+    per_pixel = -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    weight = valid.float()
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def _normalise_augment(augment: dict | None) -> dict | None:
+    if augment is None:
+        return None
+    unknown = set(augment) - set(AUGMENT_DEFAULTS)
+    if unknown:
+        raise PartsegError(f"augment: unknown key(s) {', '.join(sorted(unknown))} "
+                           f"(known: {', '.join(AUGMENT_DEFAULTS)})")
+    merged = {**AUGMENT_DEFAULTS, **augment}
+    if merged["scale_min"] <= 0 or merged["scale_min"] > merged["scale_max"]:
+        raise PartsegError(f"augment.scale_min/scale_max: need 0 < scale_min <= scale_max, got "
+                           f"{merged['scale_min']}, {merged['scale_max']}")
+    return merged
+
+
+def _augment_batch(images: torch.Tensor, targets: torch.Tensor, augment: dict | None,
+                   flip_permutation: Sequence[int] | None, generator: torch.Generator):
+    if augment is None:
+        return images, targets, targets.sum(dim=1) >= 0.5
+    images, targets, valid = random_geometric(
+        images, targets, scale=(augment["scale_min"], augment["scale_max"]),
+        rotation_deg=augment["rotation"], translate=augment["translate"], flip=augment["flip"],
+        flip_permutation=flip_permutation, outside=augment["outside"], generator=generator)
+    images = color_jitter(images, augment["color_jitter"], generator=generator)
+    return images, targets, valid
+
+
+def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "soft",
+                    unet_config: dict | None = None, steps: int = 2000, batch_size: int = 32,
+                    lr: float = 1e-3, weight_decay: float = 1e-4, augment: dict | None = None,
+                    seed: int = 0, device: str | torch.device | None = None,
+                    log_path: str | os.PathLike | None = None,
+                    snapshot_dir: str | os.PathLike | None = None, snapshot_every: int = 500,
+                    flip_permutation: Sequence[int] | None = None, grad_clip: float = 1.0,
+                    log_every: int = 10) -> tuple[UNet, pd.DataFrame]:
+    """Train a UNet on images uint8 [N,H,W,3] and targets; return (model in eval mode, history).
+
+    targets: target_kind="soft": float (fp16) logits [N,K,H,W]; "hard": uint8 ids [N,H,W] with
+    255 = ignore. images and targets may be arrays, memmaps or lists of shard arrays.
+    unet_config: UNet keyword arguments (base_channels, depth). augment: None for no
+    augmentation, else a dict with any of scale_min, scale_max, rotation, translate, flip,
+    color_jitter, outside (missing keys take the paper's defaults, AUGMENT_DEFAULTS).
+    history: a DataFrame with columns step, loss, accuracy (agreement of the argmax with the
+    target's argmax on valid pixels), lr; one row per `log_every` steps (means over them).
+    It is also written to `log_path` (TSV) as training goes.
+    """
+    image_stack, target_stack = ArrayStack(images, "images"), ArrayStack(targets, "targets")
+    _check_data(image_stack, target_stack, target_kind, num_classes)
+    augment = _normalise_augment(augment)
+    device = resolve_device(None if device is None else str(device))
+    unet_kwargs = {k: v for k, v in (unet_config or {}).items() if k not in ("num_classes",)}
+    fingerprint = {"num_classes": num_classes, "target_kind": target_kind, "unet": unet_kwargs,
+                   "steps": steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                   "augment": augment, "seed": seed, "grad_clip": grad_clip,
+                   "flip_permutation": list(flip_permutation) if flip_permutation else None,
+                   "data": [len(image_stack), *image_stack.item_shape]}
+
+    with torch.random.fork_rng(devices=[]):  # initialise from `seed` without touching global RNG
+        torch.manual_seed(seed)
+        model = UNet(num_classes, **unet_kwargs)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history: list[dict] = []
+    start = _resume(snapshot_dir, fingerprint, model, optimizer, history)
+    if start >= steps:
+        return model.eval(), _history_frame(history)
+
+    sampler = BatchSampler(len(image_stack), batch_size, seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_mixed_precision(device))
+    window: list[tuple[float, float]] = []
+    model.train()
+    bar = progress(total=steps, initial=start, desc="train segmenter", unit="step")
+    for step in range(start, steps):
+        indices = sampler.indices(step)
+        batch_images = images_to_tensor(image_stack.take(indices), device)
+        batch_targets = targets_to_probabilities(target_stack.take(indices), target_kind,
+                                                 num_classes, device)
+        generator = torch.Generator().manual_seed(_seed_for(seed, 2, step))
+        batch_images, batch_targets, valid = _augment_batch(
+            batch_images, batch_targets, augment, flip_permutation, generator)
+
+        current_lr = learning_rate(step, steps, lr)
+        for group in optimizer.param_groups:
+            group["lr"] = current_lr
+        with autocast:
+            logits = model(batch_images)
+        loss = soft_cross_entropy(logits, batch_targets, valid)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+        with torch.no_grad():
+            agree = (logits.argmax(1) == batch_targets.argmax(1)) & valid
+            accuracy = agree.sum().item() / max(1, valid.sum().item())
+        window.append((loss.item(), accuracy))
+        bar.update(1)
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            mean_loss, mean_accuracy = np.mean(window, axis=0)
+            history.append({"step": done, "loss": float(mean_loss),
+                            "accuracy": float(mean_accuracy), "lr": current_lr})
+            window.clear()
+            bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{mean_accuracy:.3f}")
+            if log_path is not None:
+                _write_history(history, log_path)
+        if snapshot_dir is not None and (done % snapshot_every == 0 or done == steps):
+            _save_snapshot(snapshot_dir, fingerprint, done, model, optimizer, history)
+    bar.close()
+    if log_path is not None:
+        _write_history(history, log_path)
+    return model.eval(), _history_frame(history)
+
+
+def _history_frame(history: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(history, columns=["step", "loss", "accuracy", "lr"])
+
+
+def _write_history(history: list[dict], path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        _history_frame(history).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _save_snapshot(snapshot_dir, fingerprint, step, model, optimizer, history) -> None:
+    save_torch({"fingerprint": fingerprint, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "history": history},
+               Path(snapshot_dir) / SNAPSHOT_NAME)
+
+
+def _resume(snapshot_dir, fingerprint, model, optimizer, history) -> int:
+    """Load the snapshot if it matches this run; return the step to start from."""
+    if snapshot_dir is None:
+        return 0
+    path = Path(snapshot_dir) / SNAPSHOT_NAME
+    if not path.exists():
+        return 0
+    try:
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a snapshot is a cache: a broken one is skipped, not fatal
+        print(f"{path}: unreadable snapshot ({error}); training from scratch", file=sys.stderr)
+        return 0
+    if snapshot.get("fingerprint") != fingerprint:
+        print(f"{path}: snapshot was made with other arguments; training from scratch",
+              file=sys.stderr)
+        return 0
+    model.load_state_dict(snapshot["model"])
+    optimizer.load_state_dict(snapshot["optimizer"])
+    history.extend(snapshot["history"])
+    print(f"{path}: resuming at step {snapshot['step']}", file=sys.stderr)
+    return int(snapshot["step"])
+
+
+# ----------------------------------------------------------------------------- files
+
+def save_segmenter(path: str | os.PathLike, model: UNet, meta: dict) -> None:
+    """Save weights + architecture + meta. meta needs `class_names` (one per class) and
+    `resolution` (training image size, px); other plain values (str, numbers, lists, dicts)
+    are kept as they are. Loadable with torch.load(weights_only=True)."""
+    names = meta.get("class_names")
+    if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
+        raise ValueError(f"save_segmenter: meta['class_names'] must list {model.num_classes} names")
+    if not isinstance(meta.get("resolution"), int):
+        raise ValueError("save_segmenter: meta['resolution'] (training image size) is required")
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    save_torch({"format": SEGMENTER_FORMAT, "version": 1, "config": dict(model.config),
+                "state_dict": state, "meta": {**meta, "class_names": list(names)}}, path)
+
+
+def load_segmenter(path: str | os.PathLike, device: str | torch.device | None = None
+                   ) -> tuple[UNet, dict]:
+    """Load a saved segmenter -> (model in eval mode on `device`, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PartsegError(f"{path}: segmenter model not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise PartsegError(f"{path}: not a readable model file ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != SEGMENTER_FORMAT:
+        raise PartsegError(f"{path}: not a partseg segmenter (expected a file written by "
+                           f"save_segmenter, e.g. results/train_autoshot/model.pt)")
+    model = UNet(**checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    target = resolve_device(None if device is None else str(device))
+    return model.to(target).eval(), checkpoint["meta"]
+
+
+# ----------------------------------------------------------------------------- inference
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict_probabilities(model: UNet, batch: torch.Tensor) -> torch.Tensor:
+    """Images float [B,3,H,W] in [0,1] (on the model's device) -> softmax [B,K,H,W] float32."""
+    device = batch.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_mixed_precision(device)):
+        logits = model(batch)
+    return torch.softmax(logits.float(), dim=1)
+
+
+@torch.no_grad()
+def predict_labels(model: UNet, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 16,
+                   device: str | torch.device | None = None, return_probs: bool = False
+                   ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Segment uint8 images ([N,H,W,3] or a list of HxWx3 of any sizes) at their own size.
+
+    Returns one (labels HxW uint8, probabilities [K,H,W] float32 or None) per image, in order.
+    Consecutive images of the same size are batched together.
+    """
+    if device is not None:
+        model.to(resolve_device(str(device)))
+    model.eval()
+    target = _model_device(model)
+    images = list(images)
+    results: list[tuple[np.ndarray, np.ndarray | None]] = []
+    start = 0
+    while start < len(images):
+        shape = images[start].shape
+        stop = start + 1
+        while stop < len(images) and stop - start < batch_size and images[stop].shape == shape:
+            stop += 1
+        batch = np.stack(images[start:stop])
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise ValueError(f"predict_labels: expected uint8 HxWx3 images, got {batch.shape[1:]} "
+                             f"{batch.dtype}")
+        probs = predict_probabilities(model, images_to_tensor(batch, target))
+        labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
+        probs_np = probs.cpu().numpy() if return_probs else None
+        for i in range(len(batch)):
+            results.append((labels[i], None if probs_np is None else probs_np[i]))
+        start = stop
+    return results
+

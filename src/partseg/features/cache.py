@@ -1,0 +1,373 @@
+"""The feature cache on disk: fp16, channel-last, streamed in and read back in small pieces.
+
+DatasetGAN holds its features in RAM (about 128 GB for 16 faces at 512 px); here they go to
+disk and are read back a few pixels or tiles at a time, so memory stays bounded whatever the
+number of images and the resolution. A cache is one folder:
+
+    manifest.json   layers, channels per layer, resolution, num_channels, num_images, dtype,
+                    layout, generator checksum, the params that made it, file names
+    features.f16    raw float16, shape [num_images, R, R, C] (channel-last: the C values of one
+                    pixel are contiguous, so a random pixel costs one small read)
+    images.npy      the generated (or reconstructed) images, uint8 [num_images, H, W, 3]
+    latents.pt      the W+ latents, float32 [num_images, n_latent, style_dim]
+    noises.pt       only when per-image noise maps were used (inverted images): a list of
+                    float32 [num_images, 1, h, w] tensors, in the generator's noise order
+
+Writing streams: batch by batch, features go from the extractor's fp16 buffer to the file
+with plain sequential writes (not through a writable memory map, whose dirty pages would count
+in the process's RSS and grow with N). Reading maps the file only for the duration of one call
+and copies out just the requested slices, so the pages touched are released when it returns.
+The folder is built under a temporary name and renamed into place: a killed build leaves no
+cache that looks finished. A cache whose manifest does not match the generator, the params,
+the layers, the resolution or the latents is rebuilt, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from partseg.errors import PartsegError
+from partseg.features.extract import FeatureExtractor, images_to_uint8
+from partseg.io import atomic_dir, load_json
+from partseg.progress import progress
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+FEATURES_FILE = "features.f16"
+IMAGES_FILE = "images.npy"
+LATENTS_FILE = "latents.pt"
+NOISES_FILE = "noises.pt"
+FEATURE_DTYPE = np.float16
+
+
+# ----------------------------------------------------------------------------- checksums
+
+def generator_checksum(source: str | os.PathLike | torch.nn.Module) -> str:
+    """sha256 of a checkpoint file's bytes, or of a module's state dict (names, dtypes, shapes,
+    values). The two differ for the same weights: a stage must always pass the same kind."""
+    digest = hashlib.sha256()
+    if isinstance(source, torch.nn.Module):
+        for name, tensor in sorted(source.state_dict().items()):
+            tensor = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+    path = Path(source)
+    if not path.is_file():
+        raise PartsegError(f"{path}: generator checkpoint not found")
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _normalised(params: dict) -> dict:
+    """Params as they read back from JSON (tuples become lists), for comparison."""
+    try:
+        return json.loads(json.dumps(params, sort_keys=True))
+    except TypeError as error:
+        raise PartsegError(f"feature cache params must be JSON values: {error}") from None
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_feature_cache(out_dir: str | os.PathLike, extractor: FeatureExtractor, ws: torch.Tensor, *,
+                        batch_size: int, generator_checksum: str, params: dict,
+                        extra_manifest: dict | None = None,
+                        noises: Sequence[torch.Tensor] | None = None,
+                        show_progress: bool = True) -> "FeatureCache":
+    """Extract the features of latents `ws` [N, n_latent, style_dim] (or [N, style_dim]) batch by
+    batch into a new cache at `out_dir` (replacing any previous one) and open it.
+
+    `noises`: per-image noise maps (from `invert_images`), sliced per batch alongside `ws`;
+    None renders with the generator's constant noise. `params` (JSON values) and `extra_manifest`
+    are recorded in the manifest; `params` takes part in the staleness check, `extra_manifest`
+    (e.g. image stems) does not.
+    """
+    if batch_size < 1:
+        raise PartsegError(f"features batch_size: must be at least 1, got {batch_size}")
+    ws = extractor._as_wplus(ws).cpu()
+    noises = _check_noises(noises, len(ws))
+    params = _normalised(params)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        torch.save(ws.clone(), tmp / LATENTS_FILE)
+        if noises is not None:
+            torch.save([n.clone() for n in noises], tmp / NOISES_FILE)
+        image_size = _stream_batches(tmp, extractor, ws, noises, batch_size, show_progress)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            **extractor.describe(),
+            "num_images": len(ws),
+            "dtype": np.dtype(FEATURE_DTYPE).name,
+            "layout": "NHWC",
+            "features_file": FEATURES_FILE,
+            "images_file": IMAGES_FILE,
+            "image_size": image_size,
+            "latents_file": LATENTS_FILE,
+            "noises_file": NOISES_FILE if noises is not None else None,
+            "generator_checksum": generator_checksum,
+            "generator_size": int(extractor.G.size),
+            "params": params,
+            "extra": _normalised(extra_manifest or {}),
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return FeatureCache(out_dir)
+
+
+def _check_noises(noises, count: int):
+    if noises is None:
+        return None
+    noises = [torch.as_tensor(n, dtype=torch.float32).cpu() for n in noises]
+    for index, noise in enumerate(noises):
+        if noise.dim() != 4 or noise.shape[0] != count:
+            raise PartsegError(f"noise map {index}: expected [{count}, 1, h, w] per-image maps, "
+                               f"got {list(noise.shape)}")
+    return noises
+
+
+def _stream_batches(folder: Path, extractor: FeatureExtractor, ws: torch.Tensor, noises,
+                    batch_size: int, show_progress: bool) -> int:
+    """Write features.f16 and images.npy one batch at a time; return the image size."""
+    count, size = len(ws), extractor.G.size
+    bar = progress(total=count, desc="features", unit="img") if show_progress else None
+    with open(folder / FEATURES_FILE, "wb") as features_out, open(folder / IMAGES_FILE, "wb") as images_out:
+        np.lib.format.write_array_header_1_0(images_out, {
+            "descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (count, size, size, 3)})
+        for start in range(0, count, batch_size):
+            stop = min(count, start + batch_size)
+            noise = "const" if noises is None else [n[start:stop].to(extractor.device) for n in noises]
+            features, images = extractor.extract(ws[start:stop], noise, dtype=torch.float16,
+                                                 channels_last=True)
+            _append(features_out, features.cpu().numpy())
+            pixels = images_to_uint8(images)
+            if pixels.shape[1:] != (size, size, 3):
+                raise RuntimeError(f"generator returned images of shape {pixels.shape[1:]}, "
+                                   f"expected {(size, size, 3)}")
+            _append(images_out, pixels)
+            del features, images, pixels  # the next batch must not coexist with this one
+            if bar is not None:
+                bar.update(stop - start)
+        for handle in (features_out, images_out):
+            handle.flush()
+            os.fsync(handle.fileno())
+    if bar is not None:
+        bar.close()
+    return size
+
+
+def _append(handle, array: np.ndarray) -> None:
+    """Append one batch and flush it: what is written leaves the process's memory."""
+    handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+    handle.flush()
+
+
+# ----------------------------------------------------------------------------- staleness
+
+def stale_reason(cache_dir: str | os.PathLike, generator_checksum: str, params: dict, *,
+                 extractor: FeatureExtractor | None = None, ws: torch.Tensor | None = None,
+                 noises: Sequence[torch.Tensor] | None = None) -> str | None:
+    """Why the cache at `cache_dir` cannot be reused (None when it can).
+
+    Always compared: the manifest's format, the generator checksum and the params. With
+    `extractor`: the layers and resolution. With `ws` (and `noises`): the latents themselves.
+    """
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / MANIFEST_FILE).is_file():
+        return "no manifest (new or unfinished cache)"
+    try:
+        cache = FeatureCache(cache_dir)
+    except PartsegError as error:
+        return f"unreadable cache ({error})"
+    manifest = cache.manifest
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"format version {manifest.get('format_version')} != {FORMAT_VERSION}"
+    if manifest.get("generator_checksum") != generator_checksum:
+        return (f"generator checksum changed ({str(manifest.get('generator_checksum'))[:12]} -> "
+                f"{generator_checksum[:12]})")
+    if manifest.get("params") != _normalised(params):
+        return f"params changed ({_diff(manifest.get('params') or {}, _normalised(params))})"
+    if extractor is not None:
+        for key, value in extractor.describe().items():
+            if manifest.get(key) != value:
+                return f"{key} changed ({manifest.get(key)} -> {value})"
+    if ws is not None:
+        if not torch.equal(cache.latents(), extractor._as_wplus(ws).cpu() if extractor else
+                           torch.as_tensor(ws, dtype=torch.float32).cpu()):
+            return "latents changed"
+        saved = cache.noises()
+        if (saved is None) != (noises is None) or (noises is not None and not all(
+                torch.equal(a, torch.as_tensor(b, dtype=torch.float32).cpu())
+                for a, b in zip(saved, noises, strict=True))):
+            return "noise maps changed"
+    return None
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+               for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(changed)
+
+
+def cache_is_current(cache_dir: str | os.PathLike, generator_checksum: str, params: dict,
+                     **compare) -> bool:
+    """True when the cache matches the generator and params (see `stale_reason`)."""
+    return stale_reason(cache_dir, generator_checksum, params, **compare) is None
+
+
+def build_or_reuse(out_dir: str | os.PathLike, extractor: FeatureExtractor, ws: torch.Tensor, *,
+                   batch_size: int, generator_checksum: str, params: dict,
+                   extra_manifest: dict | None = None,
+                   noises: Sequence[torch.Tensor] | None = None,
+                   show_progress: bool = True) -> "FeatureCache":
+    """Open the cache at `out_dir` if it matches everything; otherwise log why and rebuild it."""
+    reason = stale_reason(out_dir, generator_checksum, params, extractor=extractor, ws=ws,
+                          noises=noises)
+    if reason is None:
+        log.info("feature cache %s is current; reusing it", out_dir)
+        return FeatureCache(out_dir)
+    if Path(out_dir, MANIFEST_FILE).exists():
+        log.warning("rebuilding feature cache %s: %s", out_dir, reason)
+    else:
+        log.info("building feature cache %s: %s", out_dir, reason)
+    return write_feature_cache(out_dir, extractor, ws, batch_size=batch_size,
+                               generator_checksum=generator_checksum, params=params,
+                               extra_manifest=extra_manifest, noises=noises,
+                               show_progress=show_progress)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _as_rng(rng) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+class FeatureCache:
+    """Read access to a cache folder. Every read maps the file for that call only and copies out
+    the requested values as float32 torch tensors; nothing loads a whole file."""
+
+    def __init__(self, cache_dir: str | os.PathLike):
+        self.dir = Path(cache_dir)
+        manifest_path = self.dir / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise PartsegError(f"{manifest_path}: no feature cache here (run the features stage)")
+        try:
+            self.manifest = load_json(manifest_path)
+            self.num_images = int(self.manifest["num_images"])
+            self.num_channels = int(self.manifest["num_channels"])
+            self.resolution = int(self.manifest["resolution"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise PartsegError(f"{manifest_path}: damaged manifest ({error!r})") from None
+        self.shape = (self.num_images, self.resolution, self.resolution, self.num_channels)
+        self.features_path = self.dir / self.manifest.get("features_file", FEATURES_FILE)
+        expected = int(np.prod(self.shape)) * np.dtype(FEATURE_DTYPE).itemsize
+        actual = self.features_path.stat().st_size if self.features_path.is_file() else -1
+        if actual != expected:
+            raise PartsegError(f"{self.features_path}: {actual} bytes, manifest implies {expected} "
+                               "(truncated or replaced); delete the folder and rerun the features stage")
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.manifest["layers"])
+
+    @property
+    def channels_per_layer(self) -> list[int]:
+        return list(self.manifest["channels_per_layer"])
+
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[np.memmap]:
+        features = np.memmap(self.features_path, dtype=FEATURE_DTYPE, mode="r", shape=self.shape)
+        # The caller copies out what it needs; when its call returns, the last reference goes and
+        # the file is unmapped, so the pages it read leave the process (the OS may keep them cached).
+        yield features
+
+    def _image_choice(self, images: Sequence[int] | None) -> np.ndarray:
+        choice = np.arange(self.num_images) if images is None else np.asarray(images, dtype=np.int64)
+        if choice.size == 0 or choice.min() < 0 or choice.max() >= self.num_images:
+            raise PartsegError(f"{self.dir}: image indices must lie in [0, {self.num_images})")
+        return choice
+
+    def pixels(self, img: np.ndarray, y: np.ndarray, x: np.ndarray) -> torch.Tensor:
+        """Features at the given pixels: float32 [n, C]."""
+        with self._mapped() as features:
+            values = np.asarray(features[np.asarray(img), np.asarray(y), np.asarray(x)], np.float32)
+        return torch.from_numpy(values)
+
+    def random_pixels(self, n: int, rng, images: Sequence[int] | None = None
+                      ) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """n pixels drawn uniformly (from `images` when given): float32 [n, C] and (img, y, x)."""
+        rng = _as_rng(rng)
+        img = rng.choice(self._image_choice(images), size=n)
+        y = rng.integers(0, self.resolution, size=n)
+        x = rng.integers(0, self.resolution, size=n)
+        return self.pixels(img, y, x), (img, y, x)
+
+    def tiles(self, img: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int) -> torch.Tensor:
+        """size x size tiles with top-left corners (y0, x0): float32 [n, C, size, size]."""
+        out = np.empty((len(img), self.num_channels, size, size), dtype=np.float32)
+        with self._mapped() as features:
+            for k, (i, top, left) in enumerate(zip(img, y0, x0)):
+                out[k] = features[i, top:top + size, left:left + size].transpose(2, 0, 1)
+        return torch.from_numpy(out)
+
+    def random_tiles(self, n: int, size: int, rng, images: Sequence[int] | None = None
+                     ) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """n random size x size tiles: float32 [n, C, size, size] and (img, y0, x0)."""
+        if not 1 <= size <= self.resolution:
+            raise PartsegError(f"tile size {size} must be between 1 and the feature resolution "
+                               f"{self.resolution} of {self.dir}")
+        rng = _as_rng(rng)
+        img = rng.choice(self._image_choice(images), size=n)
+        y0 = rng.integers(0, self.resolution - size + 1, size=n)
+        x0 = rng.integers(0, self.resolution - size + 1, size=n)
+        return self.tiles(img, y0, x0, size), (img, y0, x0)
+
+    def image_features(self, index: int) -> torch.Tensor:
+        """All features of one image: float32 [C, R, R]."""
+        return self.batch_features(range(index, index + 1))[0]
+
+    def batch_features(self, indices: Sequence[int]) -> torch.Tensor:
+        """Features of several images: float32 [B, C, R, R]."""
+        indices = self._image_choice(list(indices))
+        with self._mapped() as features:
+            values = np.asarray(features[indices], dtype=np.float32).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(values))
+
+    def iter_batches(self, batch_size: int = 8) -> Iterator[tuple[range, torch.Tensor]]:
+        """(indices, float32 [B, C, R, R]) over all images in order, one batch in memory at a time."""
+        for start in range(0, self.num_images, batch_size):
+            indices = range(start, min(self.num_images, start + batch_size))
+            yield indices, self.batch_features(indices)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for _, batch in self.iter_batches():
+            yield from batch
+
+    def images(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """The rendered images, uint8 [n, H, W, 3] (all when `indices` is None)."""
+        stored = np.load(self.dir / self.manifest.get("images_file", IMAGES_FILE), mmap_mode="r")
+        return np.array(stored if indices is None else stored[self._image_choice(list(indices))])
+
+    def latents(self) -> torch.Tensor:
+        """The W+ latents the features were computed from, float32 [N, n_latent, style_dim]."""
+        return torch.load(self.dir / self.manifest["latents_file"], map_location="cpu")
+
+    def noises(self) -> list[torch.Tensor] | None:
+        """The per-image noise maps used, or None for the generator's constant noise."""
+        name = self.manifest.get("noises_file")
+        return None if name is None else torch.load(self.dir / name, map_location="cpu")

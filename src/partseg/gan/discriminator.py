@@ -1,0 +1,110 @@
+"""StyleGAN2 residual discriminator with minibatch standard deviation.
+
+Keys follow rosinality/stylegan2-pytorch: `convs.0.*` (1x1 fromRGB), `convs.K.conv1/conv2/skip.*`
+(residual blocks, each halving the resolution), `final_conv.*`, `final_linear.0/1.*`.
+Widths use the same rule as the generator: min(channel_base // resolution, channel_max).
+
+`D(x, return_features=True)` also returns the activations of every block (fromRGB and each
+residual block, full resolution down to 4x4): a weights-free perceptual distance for GAN
+inversion, since no pretrained VGG/LPIPS weights can be downloaded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from partseg.gan.generator import channels_at, log2_size
+from partseg.gan.layers import Blur, EqualConv2d, EqualLinear, FusedLeakyReLU
+
+
+class ConvLayer(nn.Sequential):
+    """[Blur], EqualConv2d, [FusedLeakyReLU]; indices in the Sequential match the reference."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 downsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1),
+                 bias: bool = True, activate: bool = True):
+        layers: list[nn.Module] = []
+        if downsample:
+            excess = (len(blur_kernel) - 2) + (kernel_size - 1)
+            layers.append(Blur(blur_kernel, pad=((excess + 1) // 2, excess // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(EqualConv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                  padding=padding, bias=bias and not activate))
+        if activate:
+            layers.append(FusedLeakyReLU(out_channels, bias=bias))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs (the second downsampling) plus a 1x1 downsampling skip, / sqrt(2)."""
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channels, in_channels, 3, blur_kernel=blur_kernel)
+        self.conv2 = ConvLayer(in_channels, out_channels, 3, downsample=True,
+                               blur_kernel=blur_kernel)
+        self.skip = ConvLayer(in_channels, out_channels, 1, downsample=True, activate=False,
+                              bias=False, blur_kernel=blur_kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv2(self.conv1(x)) + self.skip(x)) * (1.0 / math.sqrt(2.0))
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 discriminator: D(x [N, 3, size, size]) -> logits [N, 1]."""
+
+    stddev_group = 4
+    stddev_feat = 1
+
+    def __init__(self, size: int, channel_base: int = 32768, channel_max: int = 512,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        log_size = log2_size(size)
+        self.size = size
+        self.config = dict(size=size, channel_base=channel_base, channel_max=channel_max,
+                           blur_kernel=list(blur_kernel))
+        width = {2 ** i: channels_at(2 ** i, channel_base, channel_max)
+                 for i in range(2, log_size + 1)}
+        blocks: list[nn.Module] = [ConvLayer(3, width[size], 1)]
+        for log_res in range(log_size, 2, -1):
+            blocks.append(ResBlock(width[2 ** log_res], width[2 ** (log_res - 1)], blur_kernel))
+        self.convs = nn.Sequential(*blocks)
+        self.final_conv = ConvLayer(width[4] + 1, width[4], 3)
+        self.final_linear = nn.Sequential(
+            EqualLinear(width[4] * 4 * 4, width[4], activation=True),
+            EqualLinear(width[4], 1),
+        )
+
+    def _stddev_group(self, batch: int) -> int:
+        # The reference needs batch % group == 0; take the largest group <= 4 that divides it.
+        group = min(batch, self.stddev_group)
+        while batch % group:
+            group -= 1
+        return group
+
+    def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
+        """Append one channel: the mean std over groups of samples (a diversity signal)."""
+        batch, channels, height, width = x.shape
+        group = self._stddev_group(batch)
+        grouped = x.view(group, -1, self.stddev_feat, channels // self.stddev_feat, height, width)
+        stddev = torch.sqrt(grouped.var(0, unbiased=False) + 1e-8)
+        stddev = stddev.mean(dim=(2, 3, 4), keepdim=True).squeeze(2)
+        stddev = stddev.repeat(group, 1, height, width)
+        return torch.cat([x, stddev], dim=1)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        features = []
+        for block in self.convs:
+            x = block(x)
+            if return_features:
+                features.append(x)
+        x = self.final_conv(self.minibatch_stddev(x))
+        logits = self.final_linear(x.reshape(x.shape[0], -1))
+        return (logits, features) if return_features else logits

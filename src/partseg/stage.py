@@ -1,0 +1,61 @@
+"""What every pipeline stage (stages/<name>.py) does before and after its real work.
+
+A stage is run as `python -m stages.<name> --params params.yaml --<input> PATH ... --out PATH`
+by both Snakemake and DVC. It parses its paths, loads and validates params.yaml, limits torch
+to the threads Snakemake granted, seeds, logs what it is doing, and reports its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from partseg.errors import exit_on_user_error
+from partseg.params import Params, load_params
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (0 = torch's default: all cores)")
+    return parser
+
+
+def log(message: str) -> None:
+    """One line to stderr (Snakemake sends it to the rule's log file)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_stage(name: str, parser: argparse.ArgumentParser,
+              body: Callable[[argparse.Namespace, Params], None]) -> None:
+    """Parse arguments, load params, run `body(args, params)`; user errors exit with one line."""
+
+    @exit_on_user_error
+    def main() -> None:
+        args = parser.parse_args()
+        if args.threads > 0:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        params = load_params(args.params)
+        log(f"[{name}] started")
+        started = time.perf_counter()
+        body(args, params)
+        log(f"[{name}] done in {time.perf_counter() - started:.1f} s")
+
+    main()

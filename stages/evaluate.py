@@ -1,0 +1,116 @@
+"""Stage evaluate: every method on every test split, against the ground-truth masks.
+
+Methods: one-shot (the few-shot net through inversion; on the inverted subset only, since
+inversion is slow), auto-shot, and the supervised UNet baselines. For each split: per-class
+IoU, mIoU and pixel accuracy. Writes metrics.json (DVC metrics), per_class.csv, and per split
+a confusion matrix of auto-shot and a qualitative grid (image, ground truth, each method).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partseg.io import atomic_dir, atomic_path, load_json, save_json, save_png
+from partseg.stage import log, run_stage, stage_parser
+
+SUBSET_SUFFIX = "_inverted_subset"
+
+
+def segmenter_predictions(model_paths: dict[str, Path], images: np.ndarray) -> dict:
+    from partseg.autoshot.train import load_segmenter, predict_labels
+    from partseg.device import resolve_device
+
+    device = resolve_device()
+    predictions = {}
+    for method, path in model_paths.items():
+        model = load_segmenter(path, device)
+        labels = predict_labels(model, images, batch_size=64, device=device)
+        predictions[method] = np.stack([label for label, _ in labels])
+    return predictions
+
+
+def score(predictions: dict, masks: np.ndarray, num_classes: int):
+    from partseg.metrics import ConfusionMatrix
+
+    matrices = {}
+    for method, labels in predictions.items():
+        matrix = ConfusionMatrix(num_classes)
+        matrix.update(labels, masks)
+        matrices[method] = matrix
+    return matrices
+
+
+def qualitative_grid(images, masks, predictions: dict, count: int) -> np.ndarray:
+    from partseg.visualize import colorize, image_grid
+
+    columns = [list(images[:count]), [colorize(m) for m in masks[:count]]]
+    columns += [[colorize(p) for p in labels[:count]] for labels in predictions.values()]
+    return image_grid([list(row) for row in zip(*columns)])
+
+
+def record(matrices: dict, split: str, classes: list[str], metrics: dict, rows: list) -> None:
+    for method, matrix in matrices.items():
+        metrics.setdefault(split, {})[method] = {
+            "miou": round(float(matrix.miou()), 4),
+            "pixel_accuracy": round(float(matrix.pixel_accuracy()), 4)}
+        rows.append({"split": split, "method": method, "miou": matrix.miou(),
+                     **dict(zip(classes, matrix.iou()))})
+
+
+def evaluate_split(split, args, params, classes, model_paths, out, metrics, rows):
+    from partseg.data.folder import load_split_arrays
+    from partseg.metrics import confusion_png
+
+    images, masks, stems = load_split_arrays(args.dataset, split)
+    predictions = segmenter_predictions(model_paths, images)
+    record(score(predictions, masks, len(classes)), split, classes, metrics, rows)
+    oneshot_dir = Path(args.oneshot) / split
+    if oneshot_dir.is_dir():
+        # One-shot covers only the inverted subset: compare every method on that subset too.
+        count = len(load_json(oneshot_dir / "stems.json")["stems"])
+        subset = {f"oneshot_{params.train_fewshot.network}": np.load(oneshot_dir / "labels.npy")}
+        subset |= {method: labels[:count] for method, labels in predictions.items()}
+        record(score(subset, masks[:count], len(classes)), split + SUBSET_SUFFIX, classes,
+               metrics, rows)
+        predictions = subset
+        images, masks = images[:count], masks[:count]
+    autoshot = score({"autoshot": predictions["autoshot"]}, masks, len(classes))["autoshot"]
+    confusion_png(autoshot, classes, out / f"confusion_{split}.png")
+    save_png(qualitative_grid(images, masks, predictions, params.evaluate.n_qualitative),
+             out / f"qualitative_{split}.png")
+    save_json({"columns": ["image", "ground truth", *predictions]}, out / f"qualitative_{split}.json")
+
+
+def build(args, params):
+    from partseg.data.folder import load_classes
+
+    classes = load_classes(args.dataset)
+    baselines = Path(args.baselines)
+    model_paths = {"autoshot": Path(args.autoshot) / "model.pt"}
+    model_paths |= {p.stem: p for p in sorted(baselines.glob("unet_*.pt"))}
+    metrics, rows = {}, []
+    with atomic_dir(args.out) as tmp:
+        for split in params.evaluate.splits:
+            evaluate_split(split, args, params, classes, model_paths, tmp, metrics, rows)
+            log(f"[evaluate] {split}: " + ", ".join(
+                f"{m} {v['miou']:.3f}" for m, v in metrics[split].items()))
+        psnr = {split.name: float(pd.read_csv(split / "psnr.csv")["psnr"].mean())
+                for split in Path(args.inversions).iterdir() if split.is_dir()}
+        metrics["inversion_psnr_db"] = {k: round(v, 2) for k, v in psnr.items()}
+        metrics["annotation_source"] = load_json(Path(args.annotations) / "annotations.json")["source"]
+        save_json(metrics, tmp / "metrics.json")
+        with atomic_path(tmp / "per_class.csv") as part:
+            pd.DataFrame(rows).to_csv(part, index=False, float_format="%.4f")
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", default="data/dataset")
+    parser.add_argument("--annotations", default="results/annotate")
+    parser.add_argument("--oneshot", default="results/predict_oneshot")
+    parser.add_argument("--inversions", default="results/invert_test")
+    parser.add_argument("--autoshot", default="results/train_autoshot")
+    parser.add_argument("--baselines", default="results/baselines")
+    parser.add_argument("--out", default="results/evaluate")
+    run_stage("evaluate", parser, build)

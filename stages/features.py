@@ -1,0 +1,57 @@
+"""Stage features: the pixel representations of the k shots, cached on disk in fp16.
+
+Every pixel of each annotated image gets the concatenated activations of the selected
+generator layers (features.layers) at features.resolution. The cache streams to a
+memory-mapped file, so memory does not grow with k; the shots' masks are stored beside it
+at the feature resolution (nearest neighbour) for train_fewshot.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from partseg.io import atomic_dir, read_mask
+from partseg.stage import log, run_stage, stage_parser
+
+
+def resize_masks(masks: list[np.ndarray], resolution: int) -> np.ndarray:
+    """Nearest-neighbour resize of label masks (labels must never be interpolated)."""
+    stacked = torch.from_numpy(np.stack(masks)).unsqueeze(1).float()
+    resized = torch.nn.functional.interpolate(stacked, size=(resolution, resolution), mode="nearest")
+    return resized.squeeze(1).to(torch.uint8).numpy()
+
+
+def build(args, params):
+    from partseg.device import resolve_device
+    from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
+    from partseg.gan import load_generator
+    from partseg.io import load_json
+    from partseg.params import as_dict
+
+    device = resolve_device()
+    checkpoint = Path(args.generator) / "generator.pt"
+    generator = load_generator(checkpoint, device=device)
+    shots_dir = Path(args.annotations)
+    shots = torch.load(shots_dir / "latents.pt", weights_only=True)
+    stems = load_json(shots_dir / "annotations.json")["stems"]
+    options = params.features
+    extractor = FeatureExtractor(generator, options.layers, options.resolution)
+    masks = resize_masks([read_mask(shots_dir / "masks" / f"{s}.png") for s in stems],
+                         options.resolution)
+    with atomic_dir(args.out) as tmp:
+        write_feature_cache(tmp / "cache", extractor, shots["wplus"].to(device),
+                            noises=shots.get("noises"), batch_size=8,
+                            generator_checksum=generator_checksum(checkpoint),
+                            params=as_dict(options))
+        np.save(tmp / "masks.npy", masks)
+    log(f"[features] {len(stems)} images x {extractor.num_channels} channels at "
+        f"{options.resolution} px cached in {args.out}")
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--generator", default="results/train_gan")
+    parser.add_argument("--annotations", default="results/annotate")
+    parser.add_argument("--out", default="results/features")
+    run_stage("features", parser, build)

@@ -1,0 +1,28 @@
+"""Stage report: results/report/report.md — the comparison table, the per-class table in the
+paper's face columns, the pictures, the params used and the stage timings (from Snakemake's
+benchmark files, when the pipeline ran under Snakemake)."""
+
+from pathlib import Path
+
+from partseg.io import atomic_dir
+from partseg.stage import log, run_stage, stage_parser
+
+
+def build(args, params):
+    from partseg.report import build_report
+
+    with atomic_dir(args.out) as tmp:
+        text = build_report(evaluate_dir=Path(args.evaluation), annotate_dir=Path(args.annotations),
+                            gan_dir=Path(args.generator), params_file=Path(args.params),
+                            benchmark_dir=Path(args.benchmarks), out_dir=tmp)
+    log(text.split("## Per-class")[0])
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--evaluation", default="results/evaluate")
+    parser.add_argument("--annotations", default="results/annotate")
+    parser.add_argument("--generator", default="results/train_gan")
+    parser.add_argument("--benchmarks", default="results/benchmarks")
+    parser.add_argument("--out", default="results/report")
+    run_stage("report", parser, build)

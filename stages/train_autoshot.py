@@ -1,0 +1,62 @@
+"""Stage train_autoshot: distil the synthesized dataset into a UNet that needs no GAN.
+
+Soft-target cross-entropy on the stored logits, with the same geometric augmentation
+applied to image and labels. Resumes from --snapshots after a crash. Writes model.pt and
+training_log.tsv (a DVC plot).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from partseg.io import atomic_dir
+from partseg.stage import log, run_stage, stage_parser
+
+
+def load_shards(synthesize_dir: Path, shards: list[int]) -> tuple[list, list]:
+    """Memory-map the images and logits of the shards in synthesize.shards (no copy in RAM).
+
+    Only the configured shards are read: a folder left from a run with more shards is ignored.
+    """
+    from partseg.errors import PartsegError
+
+    dirs = [synthesize_dir / f"shard_{shard}" for shard in shards]
+    missing = [str(d) for d in dirs if not (d / "logits.npy").is_file()]
+    if missing:
+        raise PartsegError(f"synthesized shards missing: {', '.join(missing)} (run stage synthesize)")
+    images = [np.load(d / "images.npy", mmap_mode="r") for d in dirs]
+    logits = [np.load(d / "logits.npy", mmap_mode="r") for d in dirs]
+    return images, logits
+
+
+def build(args, params):
+    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.data.folder import load_classes
+    from partseg.device import resolve_device
+    from partseg.params import as_dict
+
+    options = params.train_autoshot
+    images, logits = load_shards(Path(args.shards), params.synthesize.shards)
+    classes = load_classes(args.dataset)
+    with atomic_dir(args.out) as tmp:
+        model, history = train_segmenter(
+            images, logits, num_classes=len(classes), target_kind="soft",
+            unet_config=as_dict(options.unet), augment=as_dict(options.augment),
+            steps=options.steps, batch_size=options.batch_size, lr=options.lr,
+            weight_decay=options.weight_decay, seed=options.seed, device=resolve_device(),
+            log_path=tmp / "training_log.tsv", snapshot_dir=Path(args.snapshots))
+        save_segmenter(tmp / "model.pt", model,
+                       {"classes": classes, "resolution": params.data.resolution,
+                        "trained_on": "auto-shot synthetic dataset"})
+    log(f"[train_autoshot] {sum(len(i) for i in images)} synthetic images, "
+        f"final loss {history[-1]['loss']:.4f}")
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--shards", default="results/synthesize",
+                        help="folder of the shard_<id> folders")
+    parser.add_argument("--dataset", default="data/dataset")
+    parser.add_argument("--snapshots", default="checkpoints/train_autoshot")
+    parser.add_argument("--out", default="results/train_autoshot")
+    run_stage("train_autoshot", parser, build)
