@@ -21,7 +21,10 @@ BENCH = "results/benchmarks"
 
 
 def section(*keys):
-    """The params.yaml values a rule reads: a whole section or a `section.key`."""
+    """The params.yaml values a rule reads, keyed by `section` or `section.key`.
+
+    Snakemake reruns a rule when its params change, so each rule lists exactly what it reads.
+    """
     values = {}
     for key in keys:
         name, _, sub = key.partition(".")

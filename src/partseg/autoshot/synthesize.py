@@ -1,8 +1,9 @@
 """Make one shard of the auto-shot training set: generated images with soft labels.
 
-For each image i of a shard: z_i ~ N(0, I) from a generator seeded by (seed, i) alone, so a
-shard is reproducible whatever the batch size and any image can be regenerated on its own;
-w = mapping(z) (optionally truncated towards the mean w); the feature extractor runs the
+For each image i of a shard: z_i ~ N(0, I) from a stream keyed by (seed, i) alone
+(`partseg.gan.seeded_z`, as the `sample` stage), so a shard is reproducible whatever the batch
+size and any image can be regenerated on its own; w = mapping(z), truncated with
+`generator.truncate` when truncation < 1; the feature extractor runs the
 synthesis network and returns the per-pixel features and the image; the few-shot net turns the
 features into logits, which are upsampled (bilinear) to the image size and stored as fp16.
 Logits, never argmax: the segmenter learns from the few-shot net's uncertainty too.
@@ -29,56 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from partseg.device import resolve_device
+from partseg.fewshot.predict import predict_logits
+from partseg.gan.sampling import images_to_uint8, seeded_z
 from partseg.io import atomic_dir, save_json
 from partseg.progress import progress
-
-MEAN_W_SAMPLES = 4096
-MEAN_W_SEED = 123456789
-
-
-def latent_for(seed: int, index: int, style_dim: int) -> torch.Tensor:
-    """z of image `index` of the shard seeded `seed` (float32 [style_dim], CPU)."""
-    mixed = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1
-    generator = torch.Generator().manual_seed(int(mixed))
-    return torch.randn(style_dim, generator=generator)
-
-
-def latents_for(seed: int, indices, style_dim: int) -> torch.Tensor:
-    return torch.stack([latent_for(seed, int(i), style_dim) for i in indices])
-
-
-def images_to_uint8(raw: torch.Tensor) -> np.ndarray:
-    """Generator output [N,3,H,W] in ~[-1,1] -> uint8 [N,H,W,3] (rounded, clipped)."""
-    scaled = ((raw.float().clamp(-1, 1) + 1) * 127.5).round()
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _broadcast_ws(w: torch.Tensor, n_latent: int) -> torch.Tensor:
     """mapping() may return [N, style_dim] (one w) or [N, n_latent, style_dim] already."""
     return w.unsqueeze(1).repeat(1, n_latent, 1) if w.dim() == 2 else w
-
-
-@torch.no_grad()
-def mean_w(generator, device: torch.device) -> torch.Tensor:
-    """The generator's average w: its stored `latent_avg` when it has one, else estimated
-    from MEAN_W_SAMPLES latents drawn with a fixed seed (deterministic)."""
-    stored = getattr(generator, "latent_avg", None)
-    if isinstance(stored, torch.Tensor) and stored.numel() == generator.style_dim:
-        return stored.reshape(generator.style_dim).to(device)
-    torch_generator = torch.Generator().manual_seed(MEAN_W_SEED)
-    z = torch.randn(MEAN_W_SAMPLES, generator.style_dim, generator=torch_generator).to(device)
-    w = generator.mapping(z)
-    return (w if w.dim() == 2 else w[:, 0]).mean(0)
-
-
-def _fewshot_logits(model, features: torch.Tensor) -> torch.Tensor:
-    """The few-shot net's logits; through partseg.fewshot.predict when it is there (it may
-    tile large feature maps), else by calling the model."""
-    try:
-        from partseg.fewshot.predict import predict_logits
-    except ImportError:
-        return model(features)
-    return predict_logits(model, features)
 
 
 @torch.no_grad()
@@ -93,8 +54,6 @@ def synthesize_shard(out_dir: str | os.PathLike, *, generator, extractor, fewsho
     fewshot_model: features [N,C,R,R] -> logits [N,K,R,R]. The modules are moved to `device`
     and put in eval mode. Returns the meta dict (also written to meta.json).
     """
-    from partseg.device import resolve_device
-
     if num_images < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}")
     if not 0.0 <= drop_uncertain < 1.0:
@@ -105,7 +64,6 @@ def synthesize_shard(out_dir: str | os.PathLike, *, generator, extractor, fewsho
     for module in (generator, extractor, fewshot_model):
         if isinstance(module, torch.nn.Module):
             module.to(device).eval()
-    w_avg = mean_w(generator, device) if truncation < 1.0 else None
     began = time.perf_counter()
 
     with atomic_dir(out_dir) as tmp:
@@ -114,12 +72,13 @@ def synthesize_shard(out_dir: str | os.PathLike, *, generator, extractor, fewsho
         bar = progress(total=num_images, desc=f"synthesize {Path(out_dir).name}", unit="img")
         for start in range(0, num_images, batch_size):
             indices = range(start, min(start + batch_size, num_images))
-            z = latents_for(seed, indices, generator.style_dim).to(device)
-            ws = _broadcast_ws(generator.mapping(z), generator.n_latent)
-            if w_avg is not None:
-                ws = w_avg + truncation * (ws - w_avg)
+            z = seeded_z(seed, indices, generator.style_dim).to(device)
+            w = generator.mapping(z)
+            if truncation < 1.0:
+                w = generator.truncate(w, truncation)
+            ws = _broadcast_ws(w, generator.n_latent)
             features, raw_images = extractor(ws, noise="const")
-            logits = _fewshot_logits(fewshot_model, features).float()
+            logits = predict_logits(fewshot_model, features).to(device)
             if logits.shape[-2:] != raw_images.shape[-2:]:
                 logits = F.interpolate(logits, size=raw_images.shape[-2:], mode="bilinear",
                                        align_corners=False)
@@ -134,7 +93,7 @@ def synthesize_shard(out_dir: str | os.PathLike, *, generator, extractor, fewsho
         kept = np.setdiff1d(np.arange(num_images), dropped)
         writer.finish(kept)
         meta = {
-            "seed": int(seed), "latents": "z_i = randn(style_dim) seeded by SeedSequence([seed, i])",
+            "seed": int(seed), "latents": "partseg.gan.seeded_z(seed, i)",
             "generated": int(num_images), "kept": int(len(kept)), "dropped": int(len(dropped)),
             "kept_indices": kept.tolist(), "truncation": float(truncation),
             "drop_uncertain": float(drop_uncertain), "image_size": list(writer.image_shape[:2]),

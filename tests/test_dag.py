@@ -1,0 +1,114 @@
+"""The Snakefile and dvc.yaml describe one DAG: same stages, data deps, outputs and params."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from partseg.params import Params
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARD = re.compile(r"results/synthesize/shard_(\d+|\{shard[^}]*\}|\$\{item\})$")
+
+
+def normalise(path: str) -> str:
+    """One spelling for sharded paths: Snakemake's wildcard and DVC's foreach item."""
+    return SHARD.sub("results/synthesize/shard_{shard}", str(path))
+
+
+def collapse_shards(paths: set[str]) -> set[str]:
+    """Snakemake lists each shard folder as an input; DVC depends on their parent folder."""
+    return {"results/synthesize" if SHARD.match(p) and "{" not in p else p for p in paths}
+
+
+def snakemake_rules() -> dict[str, dict]:
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
+                                snakefile=ROOT / "Snakefile", workdir=ROOT)._workflow
+        rules = {}
+        for rule in workflow.rules:
+            if rule.name == "all":
+                continue
+            params = rule.params[0] if len(rule.params) else {}
+            rules[rule.name] = {
+                "deps": {normalise(p) for p in collapse_shards({str(p) for p in rule.input})},
+                "outs": {normalise(p).replace(",\\d+", "") for p in rule.output},
+                "params": set(params),
+                "log": [str(p) for p in rule.log],
+                "benchmark": rule.benchmark,
+                "resources": dict(rule.resources),
+                "shell": rule.shellcmd,
+            }
+        return rules
+
+
+def dvc_stages() -> dict[str, dict]:
+    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    values = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def resolve(text: str) -> str:
+        def lookup(match):
+            section, _, key = match.group(1).partition(".")
+            return "{shard}" if section == "item" else str(values[section][key])
+
+        return normalise(re.sub(r"\$\{([^}]+)\}", lookup, text))
+
+    stages = {}
+    for name, stage in raw.items():
+        body = stage.get("do", stage)
+        stages[name] = {
+            # Library folders are DVC-only code deps (Snakemake tracks the stage module).
+            "deps": {resolve(d) for d in body.get("deps", []) if not d.startswith("src/")},
+            "outs": {resolve(o) for o in body.get("outs", [])},
+            "params": set(body.get("params", [])),
+            "cmd": body["cmd"],
+        }
+    return stages
+
+
+@pytest.fixture(scope="module")
+def both():
+    return snakemake_rules(), dvc_stages()
+
+
+def test_same_stage_names(both):
+    rules, stages = both
+    assert set(rules) == set(stages)
+
+
+@pytest.mark.parametrize("what", ["deps", "outs", "params"])
+def test_same_deps_outs_and_params(both, what):
+    rules, stages = both
+    for name in stages:
+        assert rules[name][what] == stages[name][what], f"{name}: {what} differ"
+
+
+def test_every_rule_has_log_benchmark_threads_and_resources(both):
+    rules, _ = both
+    for name, rule in rules.items():
+        assert rule["log"], name
+        assert rule["benchmark"], name
+        assert {"mem_mb", "runtime"} <= set(rule["resources"]), name
+
+
+def test_each_stage_runs_its_own_module(both):
+    rules, stages = both
+    for name in stages:
+        module = f"python -m stages.{name} "
+        assert stages[name]["cmd"].startswith(module), name
+        assert rules[name]["shell"].startswith(module), name
+        assert (ROOT / "stages" / f"{name}.py").is_file(), name
+
+
+def test_params_sections_exist(both):
+    _, stages = both
+    known = set(Params.__dataclass_fields__)
+    for name, stage in stages.items():
+        for key in stage["params"]:
+            assert key.split(".")[0] in known, f"{name}: unknown params section {key}"
