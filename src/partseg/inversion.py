@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from partseg.errors import PartsegError
-from partseg.features.extract import images_to_uint8
+from partseg.gan.sampling import images_to_uint8
 from partseg.progress import progress
 
 PerceptualFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

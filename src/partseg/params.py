@@ -84,7 +84,6 @@ class AnnotateParams:
                        choices=("manual", "inverted", "simulated"))
     k: int = knob(1, "number of annotated images (the shots)", low=1)
     manual_dir: str = knob("data/annotations", "where `partseg annotate` saves masks (manual)")
-    annotator_steps: int = knob(1500, "training steps of the simulated annotator", low=1)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from PIL import Image
 from partseg.annotate.folder import IGNORE, AnnotationFolder
 from partseg.errors import PartsegError
 from partseg.io import read_image
+from partseg.visualize import palette
 
 HOST = "127.0.0.1"
 STATIC_FILES = {  # the only files served besides the API: name -> content type
@@ -52,25 +53,8 @@ class HttpError(Exception):
 
 
 def class_palette(n: int) -> list[list[int]]:
-    """n distinct RGB colours, one per class (the same as the project's visualisations)."""
-    try:
-        from partseg.visualize import palette
-    except ImportError:
-        palette = _bit_palette
+    """n RGB colours, one per class: the project's palette, so the page matches its figures."""
     return np.asarray(palette(n), dtype=np.uint8).reshape(n, 3).tolist()
-
-
-def _bit_palette(n: int) -> np.ndarray:
-    """PASCAL-VOC style colours: the bits of the id spread over R, G, B from the high bit down."""
-    colours = np.zeros((n, 3), dtype=np.uint8)
-    for label in range(n):
-        value, shift = label, 7
-        while value:
-            for channel in range(3):
-                colours[label, channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-            shift -= 1
-    return colours
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,6 +152,9 @@ class AnnotateHandler(BaseHTTPRequestHandler):
             self._send_json({"error": str(error)}, HTTPStatus.UNPROCESSABLE_ENTITY)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page went away; nothing to answer
+        except OSError as error:  # e.g. disk full while saving: the page keeps the edit and retries
+            self._send_json({"error": f"server could not read or write a file: {error}"},
+                            HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def _split_target(self) -> tuple[list[str], dict]:
         """Path segments (each percent-decoded after splitting, so %2F stays inside one) + query."""

@@ -211,7 +211,7 @@ def sample_face(rng: np.random.Generator, *, cx: float, cy: float, scale: float,
         teeth=bool(rng.random() < 0.7),
         ear_y=u(0.12, 0.28), ear_w=u(0.13, 0.19), ear_h=u(0.26, 0.34),
         neck_w=u(0.48, 0.66), jaw_shadow=u(0.05, 0.45),
-        shoulder_y=u(1.75, 2.3), shoulder_w=u(2.1, 2.9), shoulder_h=u(0.7, 1.3),
+        shoulder_y=u(1.6, 2.2), shoulder_w=u(2.1, 2.9), shoulder_h=u(0.7, 1.3),
         neckline=str(rng.choice(["round", "v", "high"], p=[0.45, 0.3, 0.25])),
         neckline_w=u(0.45, 0.9), neckline_d=u(0.25, 0.7),
         cloth=cloth, cloth2=_random_colour(rng),
@@ -276,9 +276,9 @@ class Canvas:
         self.detail = np.ones(n, np.float32)
         self.gloss = np.zeros(n, np.float32)
         # Texture fields shared by all parts of the picture.
-        self.fine = rng.standard_normal(n, dtype=np.float32)
         self.mid = smooth_noise(rng, 14, self.size)
         self.coarse = smooth_noise(rng, 5, self.size)
+        self.fine = rng.standard_normal(n, dtype=np.float32)
 
     def paint(self, where: np.ndarray, label: int, albedo, normal=None, detail=None,
               gloss: float | np.ndarray = 0.0) -> None:
@@ -437,9 +437,10 @@ def paint_face(canvas: Canvas, face: FaceSpec, rng: np.random.Generator) -> None
 def _hair_albedo(canvas: Canvas, face: FaceSpec, where, u, v) -> tuple[np.ndarray, np.ndarray]:
     """Hair colour with strands flowing from the crown, and a sheen for gloss."""
     angle = np.arctan2(u, -(v + face.hair_top * 0.6))
-    strands = np.sin(face.strand_freq * angle + 2.5 * canvas.mid[where])
-    shade = 1 + 0.18 * strands + 0.06 * canvas.fine[where]
-    albedo = face.hair[None, :] * shade[:, None] + 0.03 * strands[:, None]
+    strands = np.sin(face.strand_freq * angle + 3.0 * canvas.mid[where])
+    strands = 0.6 * strands + 0.4 * np.sin(2.3 * face.strand_freq * angle + 1.7 * canvas.coarse[where])
+    shade = 1 + 0.12 * strands + 0.08 * canvas.fine[where]
+    albedo = face.hair[None, :] * shade[:, None] + 0.02 * strands[:, None]
     gloss = 0.25 * np.clip(strands, 0, 1) * (face.hair.mean() + 0.2)
     return np.clip(albedo, 0, 1), gloss
 
@@ -659,10 +660,14 @@ def paint_front_hair(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
 # Scenes and samples
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+def _rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent streams: scene parameters, and pixel noise (whose amount depends on the
+    resolution). Keeping them apart makes a sample the same scene at every resolution."""
     if split not in _rng_split_code:
         raise PartsegError(f"unknown synthetic split {split!r}; expected one of {', '.join(SPLITS)}")
-    return np.random.default_rng([int(seed), _rng_split_code[split], int(index)])
+    sequence = np.random.SeedSequence([int(seed), _rng_split_code[split], int(index)])
+    scene, noise = sequence.spawn(2)
+    return np.random.default_rng(scene), np.random.default_rng(noise)
 
 
 def _sample_faces(rng: np.random.Generator, split: str) -> list[FaceSpec]:
@@ -688,8 +693,8 @@ def render_face_sample(seed: int, split: str, index: int, resolution: int = 32
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise PartsegError(f"synthetic resolution must be {MIN_RESOLUTION}..{MAX_RESOLUTION}, "
                            f"got {resolution}")
-    rng = _rng(seed, split, index)
-    canvas = Canvas(resolution, rng)
+    rng, noise_rng = _rngs(seed, split, index)
+    canvas = Canvas(resolution, noise_rng)
     light = sample_light(rng)
     shifted = split == "test_shifted"
     clutter = int(rng.integers(6, 16)) if shifted else int(rng.random() < 0.15) * int(rng.integers(1, 4))
@@ -699,7 +704,7 @@ def render_face_sample(seed: int, split: str, index: int, resolution: int = 32
     colour = canvas.compose(light)
     # Camera: exposure, contrast and sensor noise.
     colour = (colour - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.06, 0.06)
-    colour += rng.normal(0, rng.uniform(0.0, 0.02), colour.shape).astype(np.float32)
+    colour += noise_rng.normal(0, rng.uniform(0.0, 0.02), colour.shape).astype(np.float32)
     image = np.clip(np.round(colour * 255.0), 0, 255).astype(np.uint8)
     return image, canvas.mask()
 

@@ -2,9 +2,8 @@
 
 from partseg.features.cache import (FeatureCache, build_or_reuse, cache_is_current,
                                     generator_checksum, stale_reason, write_feature_cache)
-from partseg.features.extract import (FeatureExtractor, images_to_uint8, resize_feature_map,
-                                      select_layers)
+from partseg.features.extract import FeatureExtractor, resize_feature_map, select_layers
 
 __all__ = ["FeatureCache", "FeatureExtractor", "build_or_reuse", "cache_is_current",
-           "generator_checksum", "images_to_uint8", "resize_feature_map", "select_layers",
+           "generator_checksum", "resize_feature_map", "select_layers",
            "stale_reason", "write_feature_cache"]

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from partseg.errors import PartsegError
-from partseg.features.extract import FeatureExtractor, images_to_uint8
+from partseg.features.extract import FeatureExtractor
+from partseg.gan.sampling import images_to_uint8
 from partseg.io import atomic_dir, load_json
 from partseg.progress import progress
 

@@ -76,12 +76,6 @@ def resize_feature_map(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="area")
 
 
-def images_to_uint8(raw: torch.Tensor) -> np.ndarray:
-    """Generator output [N, 3, H, W] in about [-1, 1] -> uint8 [N, H, W, 3]."""
-    scaled = ((raw.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 class FeatureExtractor:
     """Per-pixel features of generated images: `features, images = extractor(ws)`.
 
