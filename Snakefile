@@ -5,8 +5,8 @@
 # both files declare the same stages, data dependencies, outputs and params sections).
 # Each rule's `params:` holds the params.yaml sections it reads, so changing one of them
 # reruns exactly that rule and what depends on it. Logs: results/logs/, timings:
-# results/benchmarks/ (the report reads them). GPU stages ask for `gpu` resources when
-# PARTSEG_GPUS is set (for cluster profiles); locally they use CUDA when present.
+# results/benchmarks/ (the report reads them). Stages that use a GPU when one is present
+# declare `gpu=GPUS` (0 unless PARTSEG_GPUS is set; profiles/slurm sets gpu=1 per rule).
 
 import os
 
