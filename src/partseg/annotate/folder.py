@@ -17,13 +17,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
+from partseg.data.folder import IGNORE, load_classes
 from partseg.errors import PartsegError
 from partseg.io import IMAGE_SUFFIXES, read_mask, save_png
-
-IGNORE = 255  # label id of unlabelled pixels (ignored by training and metrics)
 
 
 class AnnotationFolder:
@@ -38,7 +36,7 @@ class AnnotationFolder:
             raise PartsegError(
                 f"{self.images_dir}: folder not found. Run the pipeline with annotate.source: manual "
                 f"first (it exports the samples to annotate there), or pass --dir")
-        self.classes = load_class_names(self.classes_file)
+        self.classes = load_classes(self.root)  # the same reader as the pipeline's
         if not self.image_files():
             raise PartsegError(f"{self.images_dir}: no .png/.jpg images to annotate")
         # One save at a time: the atomic temp name is fixed per mask, so two concurrent
@@ -130,22 +128,3 @@ class AnnotationFolder:
         stems = list(self.image_files())
         done = sum((self.masks_dir / f"{stem}.png").exists() for stem in stems)
         return {"annotated": done, "total": len(stems)}
-
-
-def load_class_names(path: Path) -> list[str]:
-    """classes.yaml: a YAML list of class names (index = label id)."""
-    if not path.is_file():
-        raise PartsegError(f"{path}: not found; it lists the class names, one per label id "
-                           f"(a YAML list such as [background, body, head])")
-    try:
-        names = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise PartsegError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise PartsegError(f"{path}: expected a non-empty YAML list of class names")
-    if len(names) >= IGNORE:
-        raise PartsegError(f"{path}: {len(names)} classes; at most {IGNORE} fit in uint8 masks "
-                           f"({IGNORE} = ignore)")
-    if len(set(names)) != len(names):
-        raise PartsegError(f"{path}: class names must be unique")
-    return names

@@ -22,6 +22,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import signal
+import sys
 import threading
 import urllib.parse
 import webbrowser
@@ -190,7 +193,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
 
     def _put(self, path: list[str], query: dict) -> None:
         if not (len(path) == 4 and path[:2] == ["api", "images"] and path[3] == "mask"):
-            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"PUT is only for /api/images/<stem>/mask")
+            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "PUT is only for /api/images/<stem>/mask")
         self._check_origin()
         stem = self._stem(path[2])
         folder = self.server.folder
@@ -210,7 +213,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
 
     def _stem(self, stem: str) -> str:
         """A stem as requested must be a listed image; anything path-like is refused outright."""
-        if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0:"):
+        if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0"):
             raise HttpError(HTTPStatus.BAD_REQUEST,
                             f"refused image name {stem!r}: only names of files in "
                             f"{self.server.folder.images_dir} can be used")
@@ -310,7 +313,9 @@ def serve(directory: str | Path, port: int = 0, log=print) -> tuple[AnnotateServ
         server = AnnotateServer(folder, port, log=log)
     except OSError as error:
         raise PartsegError(f"--port {port}: cannot listen on {HOST}:{port} ({error})") from None
-    threading.Thread(target=server.serve_forever, name="partseg-annotate", daemon=True).start()
+    # A short poll interval makes shutdown() quick (tests start and stop many servers).
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     name="partseg-annotate", daemon=True).start()
     return server, server.url
 
 
@@ -326,6 +331,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-browser", action="store_true", help="only print the URL")
 
 
+def open_browser(url: str) -> None:
+    """Open the page in the desktop's browser; without a display, say how to reach it instead."""
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    # Without a display Python would start a text-mode browser (lynx, w3m) in this terminal.
+    if headless or not webbrowser.open(url):
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        print(f"no browser opened: on a remote machine, forward the port with "
+              f"`ssh -L {port}:127.0.0.1:{port} <host>` and open {url} locally", flush=True)
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # `kill` stops as cleanly as Ctrl+C
+
+
 def run(args: argparse.Namespace) -> int:
     server, url = serve(args.dir, args.port)
     progress = server.folder.progress()
@@ -333,7 +353,8 @@ def run(args: argparse.Namespace) -> int:
           f"({progress['annotated']} annotated); masks are saved to {server.folder.masks_dir}")
     print(f"open {url}  (Ctrl+C to stop)", flush=True)
     if not args.no_browser:
-        webbrowser.open(url)
+        open_browser(url)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         threading.Event().wait()  # the server runs in its thread until Ctrl+C
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ const app = {
   classes: [], palette: [], colours: null,   // colours: Uint32Array RGBA per label id (0..255)
   images: [], index: -1, doc: null, docs: new Map(),
   tool: "brush", classId: 0, brushSize: 3, tolerance: 255,
-  opacity: 0.55, overlayVisible: true, zoom: null,
+  opacity: 0.55, overlayVisible: true, showUnlabelled: true, zoom: null,
   stroke: null, hover: null, loadToken: 0,
 };
 
@@ -54,6 +54,7 @@ async function loadDoc(entry) {
     pixels: imageCtx.getImageData(0, 0, width, height).data,
     mask: new Uint8Array(width * height).fill(IGNORE),
     maskCanvas: makeCanvas(width, height),
+    unlabelledCanvas: makeCanvas(width, height),  // opaque where no class is painted yet
     undo: [], redo: [], version: 0, savedVersion: 0,
     saving: false, pending: false, error: null, readOnly: false, loadError: null,
   };
@@ -78,11 +79,30 @@ function makeCanvas(width, height) {
 }
 
 function refreshMaskCanvas(doc) {
-  const ctx2 = doc.maskCanvas.getContext("2d");
-  const data = ctx2.createImageData(doc.width, doc.height);
-  const out = new Uint32Array(data.data.buffer);
-  for (let i = 0; i < doc.mask.length; i++) out[i] = app.colours[doc.mask[i]];
-  ctx2.putImageData(data, 0, 0);
+  const maskCtx = doc.maskCanvas.getContext("2d");
+  const colours = maskCtx.createImageData(doc.width, doc.height);
+  const unlabelledCtx = doc.unlabelledCanvas.getContext("2d");
+  const unlabelled = unlabelledCtx.createImageData(doc.width, doc.height);
+  const out = new Uint32Array(colours.data.buffer), holes = new Uint32Array(unlabelled.data.buffer);
+  for (let i = 0; i < doc.mask.length; i++) {
+    out[i] = app.colours[doc.mask[i]];
+    holes[i] = doc.mask[i] === IGNORE ? 0xffffffff : 0;
+  }
+  maskCtx.putImageData(colours, 0, 0);
+  unlabelledCtx.putImageData(unlabelled, 0, 0);
+}
+
+// Diagonal light/dark stripes, visible on both dark and bright images.
+function makeHatch() {
+  const tile = makeCanvas(8, 8), c = tile.getContext("2d");
+  c.lineWidth = 1.5;
+  for (const [colour, shift] of [["rgba(255,255,255,0.55)", 0], ["rgba(0,0,0,0.35)", 2]]) {
+    c.strokeStyle = colour;
+    c.beginPath();
+    for (const d of [-8, 0, 8]) { c.moveTo(d + shift, 8); c.lineTo(d + shift + 8, 0); }
+    c.stroke();
+  }
+  return ctx.createPattern(tile, "repeat");
 }
 
 function buildColours(palette) {
@@ -281,7 +301,23 @@ function render() {
     ctx.drawImage(doc.maskCanvas, 0, 0, w, h);
     ctx.globalAlpha = 1;
   }
+  if (app.showUnlabelled) drawHatch(doc, w, h);
   drawCursor();
+}
+
+// Hatch the unlabelled pixels: scale their shape up, then keep the stripes only inside it.
+function drawHatch(doc, w, h) {
+  const scratch = app.scratch || (app.scratch = makeCanvas(w, h));
+  if (scratch.width !== w || scratch.height !== h) { scratch.width = w; scratch.height = h; }
+  const s = scratch.getContext("2d");
+  s.globalCompositeOperation = "source-over";
+  s.imageSmoothingEnabled = false;
+  s.clearRect(0, 0, w, h);
+  s.drawImage(doc.unlabelledCanvas, 0, 0, w, h);
+  s.globalCompositeOperation = "source-in";
+  s.fillStyle = app.hatch || (app.hatch = makeHatch());
+  s.fillRect(0, 0, w, h);
+  ctx.drawImage(scratch, 0, 0);
 }
 
 function drawCursor() {
@@ -400,6 +436,8 @@ $("viewport").addEventListener("wheel", (event) => {
 
 // ---------------------------------------------------------------------------- controls
 
+function toggleHatch(on) { app.showUnlabelled = on; updateControls(); render(); }
+
 function selectTool(tool) { app.tool = tool; updateControls(); render(); }
 
 function selectClass(id) {
@@ -439,6 +477,7 @@ function updateControls() {
   $("prev").disabled = app.index <= 0;
   $("next").disabled = app.index >= app.images.length - 1;
   $("fill-unlabelled").disabled = !doc || doc.readOnly;
+  $("show-unlabelled").checked = app.showUnlabelled;
   if (doc) {
     const labelled = doc.mask.reduce((n, v) => n + (v !== IGNORE), 0) / doc.mask.length;
     $("image-labelled").textContent = `· ${Math.round(labelled * 100)}% labelled`;
@@ -540,6 +579,7 @@ function bindControls() {
     updateControls();
     render();
   });
+  $("show-unlabelled").addEventListener("change", (e) => toggleHatch(e.target.checked));
   $("zoom-in").addEventListener("click", () => stepZoom(1));
   $("zoom-out").addEventListener("click", () => stepZoom(-1));
   $("zoom-fit").addEventListener("click", () => setZoom(fitZoom()));
@@ -564,7 +604,7 @@ function onKey(event) {
   else if (ctrl || event.altKey) handled = false;
   else if (/^[0-9]$/.test(key)) selectClass(Number(key));
   else if (lower === "b") selectTool("brush");
-  else if (key === "F") app.doc && edit(app.doc, () => fillUnlabelled(app.doc, app.classId));
+  else if (lower === "f" && event.shiftKey) app.doc && edit(app.doc, () => fillUnlabelled(app.doc, app.classId));
   else if (lower === "f") selectTool("fill");
   else if (lower === "e") selectTool("eraser");
   else if (key === "[") setBrushSize(app.brushSize - 1);
@@ -572,6 +612,7 @@ function onKey(event) {
   else if (key === "+" || key === "=") stepZoom(1);
   else if (key === "-" || key === "_") stepZoom(-1);
   else if (lower === "h") { app.overlayVisible = !app.overlayVisible; updateControls(); render(); }
+  else if (lower === "u") toggleHatch(!app.showUnlabelled);
   else if (key === "ArrowRight" || lower === "n") openImage(app.index + 1);
   else if (key === "ArrowLeft" || lower === "p") openImage(app.index - 1);
   else handled = false;
