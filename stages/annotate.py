@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from partseg.errors import PartsegError
-from partseg.io import atomic_dir, read_image, read_mask, save_json, save_png, save_torch
+from partseg.io import atomic_dir, atomic_path, read_image, read_mask, save_json, save_png, save_torch
 from partseg.stage import log, run_stage, stage_parser
 
 
@@ -35,8 +35,10 @@ def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Pa
     for stem in samples["stems"]:
         target = manual_dir / "images" / f"{stem}.png"
         if not target.exists():
-            shutil.copyfile(sample_dir / "images" / f"{stem}.png", target)
-    shutil.copyfile(classes_file, manual_dir / "classes.yaml")
+            with atomic_path(target) as tmp:
+                shutil.copyfile(sample_dir / "images" / f"{stem}.png", tmp)
+    with atomic_path(manual_dir / "classes.yaml") as tmp:
+        shutil.copyfile(classes_file, tmp)
 
 
 def manual_masks(samples: dict, sample_dir: Path, manual_dir: Path, classes: list[str],
