@@ -193,8 +193,8 @@ def legend(class_names: Sequence[str], width: int | None = None, size: int = 12,
     for row, entries_in_line in enumerate(lines):
         x, y = gap, 4 + row * line_h
         for label, entry_w, colour in entries_in_line:
-            draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=tuple(int(c) for c in colour),
-                           outline=(0, 0, 0))
+            draw.rectangle([x, y, x + swatch - 1, y + swatch - 1],
+                           fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
             draw.text((x + swatch + 4, y - 1), label, fill=(0, 0, 0), font=font)
             x += entry_w
     return np.asarray(canvas)

@@ -96,7 +96,8 @@ def _hair_colour(rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.06:  # dyed
         return _hsv(rng.random(), rng.uniform(0.4, 0.8), rng.uniform(0.3, 0.8))
     base = HAIR_COLOURS[rng.choice(len(HAIR_COLOURS), p=HAIR_WEIGHTS / HAIR_WEIGHTS.sum())]
-    return np.clip(base * rng.uniform(0.8, 1.2) + rng.normal(0, 0.02, 3), 0.0, 1.0).astype(np.float32)
+    colour = base * rng.uniform(0.8, 1.2) + rng.normal(0, 0.02, 3)
+    return np.clip(colour, 0.0, 1.0).astype(np.float32)
 
 
 def _background_colour(rng: np.random.Generator) -> np.ndarray:
@@ -199,8 +200,8 @@ def sample_face(rng: np.random.Generator, *, cx: float, cy: float, scale: float,
     return FaceSpec(
         cx=cx, cy=cy, scale=scale, roll=roll, yaw=yaw,
         top=top, chin=u(1.22, 1.5), chin_power=u(1.4, 3.0), skin=skin,
-        eye_x=u(0.36, 0.46), eye_y=u(-0.04, 0.08), eye_w=u(0.15, 0.21), eye_up=u(0.06, 0.11),
-        eye_down=u(0.04, 0.08), eye_tilt=u(-0.15, 0.15), iris=IRIS_COLOURS[rng.integers(6)],
+        eye_x=u(0.37, 0.47), eye_y=u(-0.04, 0.08), eye_w=u(0.16, 0.22), eye_up=u(0.07, 0.12),
+        eye_down=u(0.05, 0.09), eye_tilt=u(-0.15, 0.15), iris=IRIS_COLOURS[rng.integers(6)],
         gaze=u(-0.3, 0.3),
         brow_gap=u(0.17, 0.27), brow_w=u(0.2, 0.28), brow_thick=u(0.05, 0.1),
         brow_arch=u(0.0, 0.1), brow_colour=np.clip(brow_colour, 0, 1).astype(np.float32),
@@ -211,7 +212,7 @@ def sample_face(rng: np.random.Generator, *, cx: float, cy: float, scale: float,
         teeth=bool(rng.random() < 0.7),
         ear_y=u(0.12, 0.28), ear_w=u(0.13, 0.19), ear_h=u(0.26, 0.34),
         neck_w=u(0.48, 0.66), jaw_shadow=u(0.05, 0.45),
-        shoulder_y=u(1.6, 2.2), shoulder_w=u(2.1, 2.9), shoulder_h=u(0.7, 1.3),
+        shoulder_y=u(1.5, 2.1), shoulder_w=u(2.1, 2.9), shoulder_h=u(0.7, 1.3),
         neckline=str(rng.choice(["round", "v", "high"], p=[0.45, 0.3, 0.25])),
         neckline_w=u(0.45, 0.9), neckline_d=u(0.25, 0.7),
         cloth=cloth, cloth2=_random_colour(rng),
@@ -243,22 +244,24 @@ def _sample_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
-def _upsample_matrix(cells: int, size: int) -> np.ndarray:
-    """Linear interpolation from `cells` control values to `size` samples."""
+def _interpolation(cells: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left control index and weight of linear interpolation from `cells` values to `size`."""
     pos = (np.arange(size, dtype=np.float32) + 0.5) / size * (cells - 1)
-    left = np.clip(np.floor(pos).astype(int), 0, cells - 2)
-    frac = pos - left
-    matrix = np.zeros((size, cells), np.float32)
-    matrix[np.arange(size), left] = 1 - frac
-    matrix[np.arange(size), left + 1] = frac
-    return matrix
+    left = np.clip(np.floor(pos).astype(np.intp), 0, cells - 2)
+    return left, (pos - left).astype(np.float32)
 
 
 def smooth_noise(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
-    """Band-limited noise (unit-ish variance) over the canvas, flattened."""
+    """Band-limited noise (unit-ish variance) over the canvas, flattened.
+
+    Separable linear interpolation by indexing, not matrix products: BLAS threads would
+    fight the worker processes for the CPUs and could change the rounding.
+    """
     control = rng.standard_normal((cells, cells)).astype(np.float32)
-    m = _upsample_matrix(cells, size)
-    return (m @ control @ m.T).ravel()
+    left, frac = _interpolation(cells, size)
+    rows = control[left] * (1 - frac[:, None]) + control[left + 1] * frac[:, None]
+    grid = rows[:, left] * (1 - frac[None, :]) + rows[:, left + 1] * frac[None, :]
+    return grid.ravel()
 
 
 class Canvas:
@@ -291,21 +294,24 @@ class Canvas:
 
     def compose(self, light: "Light") -> np.ndarray:
         """Shade the G-buffer and box-filter it to the output resolution (float RGB)."""
-        normal = self.normal / np.linalg.norm(self.normal, axis=1, keepdims=True)
-        lambert = np.clip(normal @ light.direction, 0.0, 1.0)
+        nx, ny, nz = self.normal.T
+        length = np.sqrt(nx * nx + ny * ny + nz * nz)
+        lx, ly, lz = (float(c) for c in light.direction)
+        lambert = np.clip((nx * lx + ny * ly + nz * lz) / length, 0.0, 1.0)
         shade = light.ambient + light.diffuse * lambert
         colour = self.albedo * (shade * self.detail)[:, None] * light.tint
-        half = light.direction + np.array([0, 0, 1], np.float32)
-        half /= np.linalg.norm(half)
-        specular = np.clip(normal @ half, 0.0, 1.0) ** 24 * self.gloss
-        colour += specular[:, None] * light.tint
+        hx, hy, hz = lx, ly, lz + 1.0  # half vector between the light and the viewer (+z)
+        norm = math.sqrt(hx * hx + hy * hy + hz * hz)
+        specular = np.clip((nx * hx + ny * hy + nz * hz) / (length * norm), 0.0, 1.0) ** 24
+        colour += (specular * self.gloss)[:, None] * light.tint
         r, s = self.resolution, SUPERSAMPLE
         return colour.reshape(r, s, r, s, 3).mean(axis=(1, 3))
 
     def mask(self) -> np.ndarray:
         """Labels at the pixel centres (the middle sample of each 3x3 block)."""
         grid = self.label.reshape(self.size, self.size)
-        return np.ascontiguousarray(grid[SUPERSAMPLE // 2:: SUPERSAMPLE, SUPERSAMPLE // 2:: SUPERSAMPLE])
+        middle = SUPERSAMPLE // 2
+        return np.ascontiguousarray(grid[middle::SUPERSAMPLE, middle::SUPERSAMPLE])
 
 
 @dataclass
@@ -350,8 +356,9 @@ def paint_background(canvas: Canvas, rng: np.random.Generator, clutter: int) -> 
         t = (wave > rng.uniform(-0.5, 0.5)).astype(np.float32)
         albedo = first + t[:, None] * (second - first)
     albedo = albedo * (1 + 0.04 * canvas.fine)[:, None]
+    # Background samples keep the default normal (facing the viewer): the light scales them
+    # uniformly, so the background's own pattern is all that varies.
     canvas.paint(slice(None), BACKGROUND, np.clip(albedo, 0, 1))
-    # The background is not lit by the face light: shade it so its brightness is unaffected.
     for _ in range(clutter):
         paint_clutter_shape(canvas, rng)
 
@@ -380,13 +387,31 @@ def paint_clutter_shape(canvas: Canvas, rng: np.random.Generator) -> None:
 
 
 class FaceFrame:
-    """Face coordinates (u right, v down, in face half-widths) of every canvas sample."""
+    """Face coordinates (u right, v down, in face half-widths, origin between the eyes).
+
+    `region` returns the canvas samples in an image-space square around a face point, so each
+    part is evaluated only near where it can be: small parts cost little at any resolution.
+    """
 
     def __init__(self, canvas: Canvas, face: FaceSpec):
+        self.canvas, self.face = canvas, face
         self.cos, self.sin = math.cos(face.roll), math.sin(face.roll)
-        dx, dy = canvas.x - face.cx, canvas.y - face.cy
-        self.u = (self.cos * dx + self.sin * dy) / face.scale
-        self.v = (-self.sin * dx + self.cos * dy) / face.scale
+
+    def region(self, cu: float, cv: float, radius: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat sample indices, u, v) of the samples within `radius` face units of (cu, cv)
+        (a square window, so a little more)."""
+        face, size = self.face, self.canvas.size
+        x = face.cx + (self.cos * cu - self.sin * cv) * face.scale
+        y = face.cy + (self.sin * cu + self.cos * cv) * face.scale
+        r = radius * face.scale
+        cols = np.arange(max(0, int((x - r) * size)), min(size, int(math.ceil((x + r) * size)) + 1))
+        rows = np.arange(max(0, int((y - r) * size)), min(size, int(math.ceil((y + r) * size)) + 1))
+        idx = (rows[:, None] * size + cols[None, :]).ravel()
+        dx, dy = self.canvas.x[idx] - face.cx, self.canvas.y[idx] - face.cy
+        u = (self.cos * dx + self.sin * dy) / face.scale
+        v = (-self.sin * dx + self.cos * dy) / face.scale
+        return idx, u, v
 
     def to_image(self, nu: np.ndarray, nv: np.ndarray, nz: np.ndarray) -> np.ndarray:
         """Rotate face-frame normals into the image frame, as an [n, 3] array."""
@@ -407,17 +432,14 @@ def _sphere_normal(nu, nv, flatten: float = 0.9):
     return nu, nv, nz
 
 
-def _face_half_width(face: FaceSpec, v: np.ndarray) -> np.ndarray:
-    """Half-width of the face outline at height v (0 outside)."""
-    upper = np.sqrt(np.clip(1.0 - (v / face.top) ** 2, 0.0, None))
-    t = np.clip(v / face.chin, 0.0, 1.0)
-    lower = np.clip(1.0 - t ** face.chin_power, 0.0, None) ** (1.0 / face.chin_power)
-    return np.where(v < 0, upper, lower) * (v > -face.top) * (v < face.chin)
+def _jaw(face: FaceSpec, u: np.ndarray) -> np.ndarray:
+    """Height of the face outline's lower edge at horizontal position u."""
+    t = np.clip(np.abs(u), 0.0, 1.0)
+    return face.chin * np.clip(1.0 - t ** face.chin_power, 0.0, None) ** (1.0 / face.chin_power)
 
 
-def paint_face(canvas: Canvas, face: FaceSpec, rng: np.random.Generator) -> None:
+def paint_face(canvas: Canvas, face: FaceSpec) -> None:
     frame = FaceFrame(canvas, face)
-    u, v = frame.u, frame.v
     if face.hair_style == "long":
         paint_back_hair(canvas, frame, face)
     paint_cloth_and_neck(canvas, frame, face)
@@ -431,14 +453,14 @@ def paint_face(canvas: Canvas, face: FaceSpec, rng: np.random.Generator) -> None
     paint_mouth(canvas, frame, face)
     if face.hair_style != "bald":
         paint_front_hair(canvas, frame, face)
-    del u, v, rng
 
 
 def _hair_albedo(canvas: Canvas, face: FaceSpec, where, u, v) -> tuple[np.ndarray, np.ndarray]:
     """Hair colour with strands flowing from the crown, and a sheen for gloss."""
     angle = np.arctan2(u, -(v + face.hair_top * 0.6))
     strands = np.sin(face.strand_freq * angle + 3.0 * canvas.mid[where])
-    strands = 0.6 * strands + 0.4 * np.sin(2.3 * face.strand_freq * angle + 1.7 * canvas.coarse[where])
+    finer = np.sin(2.3 * face.strand_freq * angle + 1.7 * canvas.coarse[where])
+    strands = 0.6 * strands + 0.4 * finer
     shade = 1 + 0.12 * strands + 0.08 * canvas.fine[where]
     albedo = face.hair[None, :] * shade[:, None] + 0.02 * strands[:, None]
     gloss = 0.25 * np.clip(strands, 0, 1) * (face.hair.mean() + 0.2)
@@ -447,58 +469,25 @@ def _hair_albedo(canvas: Canvas, face: FaceSpec, where, u, v) -> tuple[np.ndarra
 
 def paint_back_hair(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
     """Long hair behind the head and neck, falling to `hair_len`."""
-    u, v = frame.u - 0.1 * face.yaw, frame.v
+    top, bottom = -face.hair_top, face.hair_len + 0.1
+    reach = math.hypot(face.hair_w * 1.5, (bottom - top) / 2)
+    idx, u, v = frame.region(0.0, (top + bottom) / 2, reach)
+    u = u - 0.1 * face.yaw
     width = face.hair_w * (1.0 + 0.12 * np.clip(v, 0, None))
-    bottom = face.hair_len + 0.08 * np.sin(7.0 * u)
-    inside = (np.abs(u) < width) & (v > 0.0) & (v < bottom)
+    inside = (np.abs(u) < width) & (v > 0.0) & (v < face.hair_len + 0.08 * np.sin(7.0 * u))
     inside |= (u / face.hair_w) ** 2 + ((v - 0.1) / (face.hair_top + 0.1)) ** 2 < 1.0
-    where = np.flatnonzero(inside)
-    uu, vv = u[where], v[where]
-    albedo, gloss = _hair_albedo(canvas, face, where, uu, vv)
-    nu, nv, nz = _sphere_normal(uu / (face.hair_w * 1.3), np.zeros_like(vv) - 0.2)
+    where, u, v = idx[inside], u[inside], v[inside]
+    albedo, gloss = _hair_albedo(canvas, face, where, u, v)
+    nu, nv, nz = _sphere_normal(u / (face.hair_w * 1.3), np.full_like(v, -0.2))
     canvas.paint(where, HAIR, albedo * 0.85, frame.to_image(nu, nv, nz), gloss=gloss)
-
-
-def paint_cloth_and_neck(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
-    u, v = frame.u - 0.15 * face.yaw, frame.v
-    centre_v = face.shoulder_y + face.shoulder_h
-    body = ((u / face.shoulder_w) ** 2 + ((v - centre_v) / face.shoulder_h) ** 2 < 1.0) | (
-        (v >= centre_v) & (np.abs(u) < face.shoulder_w))
-    rel = v - face.shoulder_y
-    if face.neckline == "v":
-        cut = rel < face.neckline_d * (1.0 - np.abs(u) / face.neckline_w)
-    elif face.neckline == "round":
-        cut = (u / face.neckline_w) ** 2 + (rel / face.neckline_d) ** 2 < 1.0
-    else:
-        cut = (u / (face.neck_w * 1.05)) ** 2 + (rel / 0.12) ** 2 < 1.0
-    cloth = body & ~cut
-    neck = ((np.abs(u) < face.neck_w * (1 + 0.4 * np.clip(rel + 0.3, 0, None) ** 2)) & (v > 0.2)
-            & ~body) | (body & cut)
-    where = np.flatnonzero(cloth)
-    uu, vv = u[where], v[where]
-    pattern = _cloth_pattern(face, uu, vv, canvas.mid[where])
-    albedo = face.cloth + pattern[:, None] * (face.cloth2 - face.cloth)
-    folds = 1 + 0.08 * np.sin(3.0 * uu + 2.0 * canvas.mid[where]) + 0.03 * canvas.fine[where]
-    nu, nv, nz = _sphere_normal(uu / (face.shoulder_w * 1.1), (vv - centre_v) / (face.shoulder_h * 2))
-    canvas.paint(where, CLOTH, np.clip(albedo, 0, 1), frame.to_image(nu, nv, nz), detail=folds,
-                 gloss=0.03)
-    # Neck and chest: the same skin as the face, a cylinder in shading, shadowed below the jaw.
-    where = np.flatnonzero(neck)
-    uu, vv = u[where], v[where]
-    jaw = face.chin * np.clip(1.0 - np.clip(np.abs(uu + 0.15 * face.yaw), 0, 1) ** face.chin_power,
-                              0, None) ** (1.0 / face.chin_power)
-    below = np.clip(vv - jaw, 0.0, None)
-    shadow = 1.0 - face.jaw_shadow * np.exp(-below / 0.18)
-    nu, nv, nz = _sphere_normal(uu / (face.neck_w * 1.4), np.full_like(vv, 0.1))
-    albedo = _skin_albedo(canvas, face, where) * 0.96
-    canvas.paint(where, NECK, albedo, frame.to_image(nu, nv, nz), detail=shadow, gloss=0.04)
 
 
 def _cloth_pattern(face: FaceSpec, u, v, mid) -> np.ndarray:
     if face.cloth_pattern == "stripes":
         return (np.sin(face.cloth_freq * v) > 0.3).astype(np.float32)
     if face.cloth_pattern == "check":
-        return ((np.sin(face.cloth_freq * u) > 0) ^ (np.sin(face.cloth_freq * v) > 0)).astype(np.float32) * 0.6
+        checks = (np.sin(face.cloth_freq * u) > 0) ^ (np.sin(face.cloth_freq * v) > 0)
+        return checks.astype(np.float32) * 0.6
     if face.cloth_pattern == "blotch":
         return np.clip(0.5 + 0.5 * mid, 0, 1)
     return np.zeros_like(u)
@@ -510,15 +499,53 @@ def _skin_albedo(canvas: Canvas, face: FaceSpec, where) -> np.ndarray:
     return np.clip(face.skin[None, :] * variation[:, None], 0, 1)
 
 
+def paint_cloth_and_neck(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
+    """Shoulders in clothes, and the neck (with the chest in the neckline) in skin."""
+    # The body reaches below the picture; 4.5 face widths down covers any placement.
+    idx, u, v = frame.region(0.0, 2.5, math.hypot(face.shoulder_w, 2.5) + 0.2)
+    u = u - 0.15 * face.yaw
+    centre_v = face.shoulder_y + face.shoulder_h
+    body = ((u / face.shoulder_w) ** 2 + ((v - centre_v) / face.shoulder_h) ** 2 < 1.0) | (
+        (v >= centre_v) & (np.abs(u) < face.shoulder_w))
+    rel = v - face.shoulder_y
+    if face.neckline == "v":
+        cut = rel < face.neckline_d * (1.0 - np.abs(u) / face.neckline_w)
+    elif face.neckline == "round":
+        cut = (u / face.neckline_w) ** 2 + (rel / face.neckline_d) ** 2 < 1.0
+    else:
+        cut = (u / (face.neck_w * 1.05)) ** 2 + (rel / 0.12) ** 2 < 1.0
+    column = (np.abs(u) < face.neck_w * (1 + 0.4 * np.clip(rel + 0.3, 0, None) ** 2)) & (v > 0.2)
+    cloth, neck = body & ~cut, (column & ~body) | (body & cut)
+
+    where, uu, vv = idx[cloth], u[cloth], v[cloth]
+    pattern = _cloth_pattern(face, uu, vv, canvas.mid[where])
+    albedo = face.cloth + pattern[:, None] * (face.cloth2 - face.cloth)
+    folds = 1 + 0.08 * np.sin(3.0 * uu + 2.0 * canvas.mid[where]) + 0.03 * canvas.fine[where]
+    nu, nv, nz = _sphere_normal(uu / (face.shoulder_w * 1.1),
+                                (vv - centre_v) / (face.shoulder_h * 2))
+    canvas.paint(where, CLOTH, np.clip(albedo, 0, 1), frame.to_image(nu, nv, nz), detail=folds,
+                 gloss=0.03)
+
+    # Neck: the face's own skin, a cylinder in shading, in the jaw's shadow just below it, so
+    # the jaw/neck boundary shows only as shading.
+    where, uu, vv = idx[neck], u[neck], v[neck]
+    below = np.clip(vv - _jaw(face, uu + 0.15 * face.yaw), 0.0, None)
+    shadow = 1.0 - face.jaw_shadow * np.exp(-below / 0.18)
+    nu, nv, nz = _sphere_normal(uu / (face.neck_w * 1.4), np.full_like(vv, 0.1))
+    albedo = _skin_albedo(canvas, face, where) * 0.96
+    canvas.paint(where, NECK, albedo, frame.to_image(nu, nv, nz), detail=shadow, gloss=0.04)
+
+
 def paint_ear(canvas: Canvas, frame: FaceFrame, face: FaceSpec, side: int) -> None:
     # Turning the head shows more of the ear on the far side of the turn, hides the other.
     width = face.ear_w * float(np.clip(1.0 - side * face.yaw * 1.5, 0.3, 1.6))
     centre_u = side * (0.97 + 0.3 * width) + 0.15 * face.yaw
-    du, dv = frame.u - centre_u, frame.v - face.ear_y
+    idx, u, v = frame.region(centre_u, face.ear_y, max(width, face.ear_h))
+    du, dv = u - centre_u, v - face.ear_y
     inside = (du / width) ** 2 + (dv / face.ear_h) ** 2 < 1.0
-    where = np.flatnonzero(inside)
-    du, dv = du[where], dv[where]
-    concha = ((du - side * 0.2 * width) / (0.55 * width)) ** 2 + (dv / (0.6 * face.ear_h)) ** 2 < 1.0
+    where, du, dv = idx[inside], du[inside], dv[inside]
+    concha = (((du - side * 0.2 * width) / (0.55 * width)) ** 2
+              + (dv / (0.6 * face.ear_h)) ** 2 < 1.0)
     detail = np.where(concha, 0.78, 1.0).astype(np.float32)
     nu, nv, nz = _sphere_normal(side * 0.6 + du / width * 0.4, dv / face.ear_h * 0.5)
     canvas.paint(where, EAR, _skin_albedo(canvas, face, where) * 0.97, frame.to_image(nu, nv, nz),
@@ -527,61 +554,65 @@ def paint_ear(canvas: Canvas, frame: FaceFrame, face: FaceSpec, side: int) -> No
 
 def paint_skin(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
     """The face oval, shaded as an ellipsoid, with eye sockets, cheeks and the nose shadow."""
-    u, v = frame.u, frame.v
-    half = _face_half_width(face, v)
-    where = np.flatnonzero(np.abs(u) < half)
-    uu, vv = u[where], v[where]
-    depth = np.where(vv < 0, face.top, face.chin)
-    nu, nv, nz = _sphere_normal(uu, vv / depth, flatten=0.85)
+    middle = (face.chin - face.top) / 2
+    idx, u, v = frame.region(0.0, middle, math.hypot(1.0, (face.chin + face.top) / 2))
+    # Above the eye line a half ellipse; below it the jaw profile.
+    forehead = (u * u + (v / face.top) ** 2 < 1.0) & (v < 0)
+    inside = forehead | ((v >= 0) & (np.abs(u) < 1.0) & (v < _jaw(face, u)))
+    where, u, v = idx[inside], u[inside], v[inside]
+    nu, nv, nz = _sphere_normal(u, v / np.where(v < 0, face.top, face.chin), flatten=0.85)
     detail = np.ones(where.size, np.float32)
     for side in (-1, 1):
         ex, squash = _yawed(side * face.eye_x, face.yaw)
-        socket = ((uu - ex) / (face.eye_w * squash * 1.6)) ** 2 + ((vv - face.eye_y + 0.03) / 0.2) ** 2
+        socket = (((u - ex) / (face.eye_w * squash * 1.6)) ** 2
+                  + ((v - face.eye_y + 0.03) / 0.2) ** 2)
         detail -= 0.12 * np.clip(1.0 - socket, 0, None)
     nose_x, _ = _yawed(0.0, face.yaw)
-    under_nose = np.exp(-((uu - nose_x) / face.nose_tip_w) ** 2 - ((vv - face.nose_len - 0.07) / 0.06) ** 2)
+    under_nose = np.exp(-((u - nose_x) / face.nose_tip_w) ** 2
+                        - ((v - face.nose_len - 0.07) / 0.06) ** 2)
     detail -= 0.25 * face.nose_bump * under_nose
     albedo = _skin_albedo(canvas, face, where)
-    cheeks = np.exp(-((np.abs(uu) - 0.5) / 0.22) ** 2 - ((vv - 0.45) / 0.2) ** 2)
+    cheeks = np.exp(-((np.abs(u) - 0.5) / 0.22) ** 2 - ((v - 0.45) / 0.2) ** 2)
     albedo = albedo + face.blush * cheeks[:, None] * np.array([0.6, -0.3, -0.2], np.float32)
     canvas.paint(where, SKIN, np.clip(albedo, 0, 1), frame.to_image(nu, nv, nz), detail=detail,
                  gloss=0.08)
 
 
 def paint_nose(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
-    """A ridge of skin: its label region is drawn only through normals and nostrils."""
+    """A ridge of skin: its label region shows only through shading and the nostrils."""
     nose_x, _ = _yawed(0.0, face.yaw)
     top = face.eye_y + 0.02
-    du, v = frame.u - nose_x, frame.v
+    idx, u, v = frame.region(nose_x, (top + face.nose_len) / 2,
+                             max(face.nose_tip_w, (face.nose_len - top) / 2) + 0.02)
+    du = u - nose_x
     s = (v - top) / (face.nose_len - top)
     half = face.nose_top_w + (face.nose_tip_w - face.nose_top_w) * np.clip(s, 0, 1) ** 2
     rounding = np.sqrt(np.clip(1.0 - np.clip((s - 0.8) / 0.2, 0, None) ** 2, 0, None))
     inside = (s > 0) & (s < 1) & (np.abs(du) < half * rounding)
-    where = np.flatnonzero(inside)
-    du, s, half = du[where], s[where], half[where]
-    t = du / half
+    where, u, v, s = idx[inside], u[inside], v[inside], s[inside]
+    t = du[inside] / half[inside]
     # Ridge height (1 - t^2)^2: its slope vanishes at the border, so the label edge is not
     # a colour edge; the tip bulges towards the viewer near the bottom.
     ridge = 1.6 * face.nose_bump * t * (1 - t * t) - 0.4 * face.yaw
     tip = face.nose_bump * np.clip((s - 0.65) / 0.35, 0, 1) * 0.5
-    base_nu, base_nv, _ = _sphere_normal(frame.u[where], frame.v[where] / face.chin, flatten=0.85)
+    base_nu, base_nv, _ = _sphere_normal(u, v / face.chin, flatten=0.85)
     nu, nv = base_nu + ridge, base_nv + tip
-    nz = np.ones_like(nu)
     nostril = ((np.abs(t) - 0.5) / 0.3) ** 2 + ((s - 0.93) / 0.06) ** 2 < 1.0
     detail = np.where(nostril, 0.45, 1.0).astype(np.float32)
-    canvas.paint(where, NOSE, _skin_albedo(canvas, face, where), frame.to_image(nu, nv, nz),
-                 detail=detail, gloss=0.15 * np.clip(1 - np.abs(t), 0, 1))
+    canvas.paint(where, NOSE, _skin_albedo(canvas, face, where),
+                 frame.to_image(nu, nv, np.ones_like(nu)), detail=detail,
+                 gloss=0.15 * np.clip(1 - np.abs(t), 0, 1))
 
 
 def paint_eye(canvas: Canvas, frame: FaceFrame, face: FaceSpec, side: int) -> None:
     ex, squash = _yawed(side * face.eye_x, face.yaw)
     width = face.eye_w * squash
-    du = frame.u - ex
-    dv = frame.v - face.eye_y + side * face.eye_tilt * du
+    idx, u, v = frame.region(ex, face.eye_y, width + 0.05)
+    du = u - ex
+    dv = v - face.eye_y + side * face.eye_tilt * du
     p = 1.0 - (du / width) ** 2
     inside = (p > 0) & (dv > -face.eye_up * p) & (dv < face.eye_down * p)
-    where = np.flatnonzero(inside)
-    du, dv, p = du[where], dv[where], p[where]
+    where, du, dv, p = idx[inside], du[inside], dv[inside], p[inside]
     iris_r = 0.75 * (face.eye_up + face.eye_down)
     iris_d = np.sqrt((du - face.gaze * width * 0.4) ** 2 + (dv - 0.1 * face.eye_down) ** 2)
     sclera = np.array([0.86, 0.84, 0.80], np.float32)
@@ -595,13 +626,13 @@ def paint_eye(canvas: Canvas, frame: FaceFrame, face: FaceSpec, side: int) -> No
 def paint_brow(canvas: Canvas, frame: FaceFrame, face: FaceSpec, side: int) -> None:
     bx, squash = _yawed(side * (face.eye_x + 0.03), face.yaw)
     width = face.brow_w * squash
-    du = frame.u - bx
-    s = du / width
-    centre = face.eye_y - face.eye_up - face.brow_gap + face.brow_arch * s * s
+    by = face.eye_y - face.eye_up - face.brow_gap
+    idx, u, v = frame.region(bx, by, width + face.brow_arch + face.brow_thick)
+    s = (u - bx) / width
     outer = np.clip(side * s, -1, 1)  # -1 at the inner end, +1 at the outer end
     thick = face.brow_thick * (1.0 - 0.3 * (outer + 1))
-    inside = (np.abs(s) < 1) & (np.abs(frame.v - centre) < thick)
-    where = np.flatnonzero(inside)
+    inside = (np.abs(s) < 1) & (np.abs(v - by - face.brow_arch * s * s) < thick)
+    where = idx[inside]
     texture = 1 + 0.15 * canvas.fine[where]
     canvas.paint(where, EYEBROW, np.clip(face.brow_colour[None, :] * texture[:, None], 0, 1),
                  None, gloss=0.05)
@@ -610,34 +641,36 @@ def paint_brow(canvas: Canvas, frame: FaceFrame, face: FaceSpec, side: int) -> N
 def paint_mouth(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
     mx, squash = _yawed(0.0, face.yaw)
     width = face.mouth_w * squash
-    du = frame.u - mx
-    s = du / width
+    idx, u, v = frame.region(mx, face.mouth_y, width + 0.02)
+    s = (u - mx) / width
     p = np.sqrt(np.clip(1.0 - s * s, 0, None))
-    line = face.mouth_y - face.smile * s * s
-    dv = frame.v - line
+    dv = v - (face.mouth_y - face.smile * s * s)
     gap = face.mouth_open * p
     upper = (dv < -gap * 0.5) & (dv > -gap * 0.5 - face.lip_up * p ** 0.7)
     lower = (dv > gap * 0.5) & (dv < gap * 0.5 + face.lip_down * p ** 0.7)
     opening = np.abs(dv) <= gap * 0.5
     inside = (np.abs(s) < 1) & (upper | lower | opening)
-    where = np.flatnonzero(inside)
-    dv_w, gap_w = dv[where], gap[where]
-    in_opening = np.abs(dv_w) <= gap_w * 0.5
+    where, u, dv, gap = idx[inside], u[inside], dv[inside], gap[inside]
+    in_opening = np.abs(dv) <= gap * 0.5
     albedo = np.broadcast_to(face.lip_colour, (where.size, 3)).copy()
     albedo[in_opening] = (0.12, 0.03, 0.03)
     if face.teeth:
-        teeth = in_opening & (dv_w < -gap_w * 0.5 + 0.45 * gap_w)
-        albedo[teeth] = (0.85, 0.83, 0.75)
+        albedo[in_opening & (dv < -0.05 * gap)] = (0.85, 0.83, 0.75)
     # The lips' meeting line (closed mouth) is a dark crease.
-    crease = np.exp(-(dv_w / 0.018) ** 2) * (face.mouth_open == 0)
+    crease = np.exp(-(dv / 0.018) ** 2) * (face.mouth_open == 0)
     detail = (1.0 - 0.55 * crease + 0.04 * canvas.fine[where]).astype(np.float32)
-    nu, nv, nz = _sphere_normal(frame.u[where], np.where(dv_w < 0, -0.3, 0.35), flatten=0.8)
+    nu, nv, nz = _sphere_normal(u, np.where(dv < 0, -0.3, 0.35), flatten=0.8)
     canvas.paint(where, MOUTH, albedo, frame.to_image(nu, nv, nz), detail=detail, gloss=0.25)
 
 
 def paint_front_hair(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
     """Hair cap over the skull, optional bangs, and side locks (long hair, maybe over the ears)."""
-    u, v = frame.u - 0.1 * face.yaw, frame.v
+    length = face.chin + 0.3 + 0.5 * (face.hair_len - 1.6)
+    bottom = length if face.hair_style == "long" else 0.2
+    top = -face.hair_top
+    reach = math.hypot(face.hair_w * 1.5, (bottom - top) / 2)
+    idx, u, v = frame.region(0.0, (top + bottom) / 2, reach)
+    u = u - 0.1 * face.yaw
     head = (u / face.hair_w) ** 2 + ((v - 0.1) / (face.hair_top + 0.1)) ** 2 < 1.0
     hairline = face.hairline + face.hairline_curve * u * u
     if face.bangs:
@@ -647,12 +680,10 @@ def paint_front_hair(canvas: Canvas, frame: FaceFrame, face: FaceSpec) -> None:
     if face.hair_style == "long":
         inner = (0.8 if face.covers_ears else 1.0 + 2 * face.ear_w) + 0.05 * np.sin(9 * v)
         outer = face.hair_w * (1.0 + 0.12 * np.clip(v, 0, None))
-        length = face.chin + 0.3 + 0.5 * (face.hair_len - 1.6)
         cap |= (np.abs(u) > inner) & (np.abs(u) < outer) & (v > -0.3) & (v < length)
-    where = np.flatnonzero(cap)
-    uu, vv = u[where], v[where]
-    albedo, gloss = _hair_albedo(canvas, face, where, uu, vv)
-    nu, nv, nz = _sphere_normal(uu / (face.hair_w * 1.05), (vv - 0.1) / (face.hair_top + 0.3))
+    where, u, v = idx[cap], u[cap], v[cap]
+    albedo, gloss = _hair_albedo(canvas, face, where, u, v)
+    nu, nv, nz = _sphere_normal(u / (face.hair_w * 1.05), (v - 0.1) / (face.hair_top + 0.3))
     canvas.paint(where, HAIR, albedo, frame.to_image(nu, nv, nz), gloss=gloss)
 
 
@@ -664,7 +695,8 @@ def _rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator, np.ra
     """Two independent streams: scene parameters, and pixel noise (whose amount depends on the
     resolution). Keeping them apart makes a sample the same scene at every resolution."""
     if split not in _rng_split_code:
-        raise PartsegError(f"unknown synthetic split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise PartsegError(f"unknown synthetic split {split!r}; "
+                           f"expected one of {', '.join(SPLITS)}")
     sequence = np.random.SeedSequence([int(seed), _rng_split_code[split], int(index)])
     scene, noise = sequence.spawn(2)
     return np.random.default_rng(scene), np.random.default_rng(noise)
@@ -672,9 +704,9 @@ def _rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator, np.ra
 
 def _sample_faces(rng: np.random.Generator, split: str) -> list[FaceSpec]:
     """Face placements: a portrait for the ordinary splits; 1-3 free faces for test_shifted."""
-    base = 0.2
+    base = 0.23
     if split != "test_shifted":
-        return [sample_face(rng, cx=rng.uniform(0.44, 0.56), cy=rng.uniform(0.4, 0.5),
+        return [sample_face(rng, cx=rng.uniform(0.44, 0.56), cy=rng.uniform(0.38, 0.47),
                             scale=base * rng.uniform(0.85, 1.12), roll=rng.uniform(-0.2, 0.2),
                             yaw=rng.uniform(-0.3, 0.3))]
     count = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
@@ -682,6 +714,12 @@ def _sample_faces(rng: np.random.Generator, split: str) -> list[FaceSpec]:
     return [sample_face(rng, cx=rng.uniform(0.15, 0.85), cy=rng.uniform(0.2, 0.75), scale=s,
                         roll=rng.uniform(-np.pi / 4, np.pi / 4), yaw=rng.uniform(-0.3, 0.3))
             for s in scales]
+
+
+def face_specs(seed: int, split: str, index: int) -> list[FaceSpec]:
+    """The faces of sample (seed, split, index), back to front: count, placement, hair style,
+    colours... (for probes and tests; `render_face_sample` draws exactly these)."""
+    return _sample_faces(_rngs(seed, split, index)[0], split)
 
 
 def render_face_sample(seed: int, split: str, index: int, resolution: int = 32
@@ -694,13 +732,17 @@ def render_face_sample(seed: int, split: str, index: int, resolution: int = 32
         raise PartsegError(f"synthetic resolution must be {MIN_RESOLUTION}..{MAX_RESOLUTION}, "
                            f"got {resolution}")
     rng, noise_rng = _rngs(seed, split, index)
+    faces = _sample_faces(rng, split)  # first, so that face_specs() can replay it alone
     canvas = Canvas(resolution, noise_rng)
     light = sample_light(rng)
     shifted = split == "test_shifted"
-    clutter = int(rng.integers(6, 16)) if shifted else int(rng.random() < 0.15) * int(rng.integers(1, 4))
+    if shifted:
+        clutter = int(rng.integers(6, 16))
+    else:
+        clutter = int(rng.random() < 0.15) * int(rng.integers(1, 4))
     paint_background(canvas, rng, clutter)
-    for face in _sample_faces(rng, split):
-        paint_face(canvas, face, rng)
+    for face in faces:
+        paint_face(canvas, face)
     colour = canvas.compose(light)
     # Camera: exposure, contrast and sensor noise.
     colour = (colour - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.06, 0.06)
@@ -773,7 +815,8 @@ def generate_synthetic_dataset(out_dir, *, resolution: int = 32, seed: int = 0,
                 bar is not None and bar.update(job[2] - job[1])
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_write_chunk, str(tmp), seed, *job, resolution) for job in jobs]
+                futures = [pool.submit(_write_chunk, str(tmp), seed, *job, resolution)
+                           for job in jobs]
                 for job, future in zip(jobs, futures):
                     counts[job[0]] += future.result()
                     bar is not None and bar.update(job[2] - job[1])
@@ -783,7 +826,8 @@ def generate_synthetic_dataset(out_dir, *, resolution: int = 32, seed: int = 0,
         size_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     seconds = time.perf_counter() - started
     return {
-        "source": "synthetic", "resolution": resolution, "seed": seed, "classes": list(FACE_CLASSES),
+        "source": "synthetic", "resolution": resolution, "seed": seed,
+        "classes": list(FACE_CLASSES),
         "splits": {split: {"images": n, "masks": n} for split, n in sizes.items()},
         "class_pixel_fraction": {split: _fractions(c) for split, c in counts.items() if c.sum()},
         "bytes": int(size_bytes), "seconds": round(seconds, 2), "workers": workers,
