@@ -18,7 +18,8 @@ def build(args, params):
             summary = generate_synthetic_dataset(
                 tmp, resolution=data.resolution, seed=split_sizes.seed,
                 n_train=split_sizes.n_train, n_labeled=split_sizes.n_labeled,
-                n_test=split_sizes.n_test, n_test_shifted=split_sizes.n_test_shifted)
+                n_test=split_sizes.n_test, n_test_shifted=split_sizes.n_test_shifted,
+                workers=args.threads or None)
         elif data.source == "folder":
             from partseg.data.folder import prepare_folder_dataset
 
@@ -29,7 +30,8 @@ def build(args, params):
             summary = import_celebamask(
                 data.path, tmp, resolution=data.resolution, n_train=split_sizes.n_train,
                 n_labeled=split_sizes.n_labeled, n_test=split_sizes.n_test, seed=split_sizes.seed)
-    log(f"[dataset] {summary}")
+    log(f"[dataset] wrote {args.out}: " + ", ".join(
+        f"{key}={value}" for key, value in summary.items() if not isinstance(value, dict)))
 
 
 if __name__ == "__main__":

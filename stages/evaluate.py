@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from partseg.io import atomic_dir, atomic_path, load_json, save_json, save_png
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import available_splits, log, run_stage, stage_parser
 
 SUBSET_SUFFIX = "_inverted_subset"
 
@@ -91,7 +91,7 @@ def build(args, params):
     model_paths |= {p.stem: p for p in sorted(baselines.glob("unet_*.pt"))}
     metrics, rows = {}, []
     with atomic_dir(args.out) as tmp:
-        for split in params.evaluate.splits:
+        for split in available_splits(args.dataset, params.evaluate.splits, "evaluate"):
             evaluate_split(split, args, params, classes, model_paths, tmp, metrics, rows)
             log(f"[evaluate] {split}: " + ", ".join(
                 f"{m} {v['miou']:.3f}" for m, v in metrics[split].items()))

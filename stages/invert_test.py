@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from partseg.io import atomic_dir, atomic_path, save_json, save_torch
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import available_splits, log, run_stage, stage_parser
 
 
 def invert_split(split_dir: Path, out_dir: Path, images, stems, generator, discriminator,
@@ -54,7 +54,7 @@ def build(args, params):
     extractor = FeatureExtractor(generator, params.features.layers, params.features.resolution)
     checksum = generator_checksum(checkpoint)
     with atomic_dir(args.out) as tmp:
-        for split in params.invert_test.splits:
+        for split in available_splits(args.dataset, params.invert_test.splits, "invert_test"):
             images, _, stems = load_split_arrays(args.dataset, split,
                                                  limit=params.invert_test.n_images)
             psnr = invert_split(Path(args.dataset) / split, tmp / split, images, list(stems),

@@ -33,6 +33,18 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def available_splits(dataset_dir, splits: list[str], stage: str) -> list[str]:
+    """The requested splits that have masks; a missing one is skipped with a note, not an error
+    (CelebAMask-HQ and many users' folders have no `test_shifted`)."""
+    from pathlib import Path
+
+    present = [s for s in splits if (Path(dataset_dir) / s / "masks").is_dir()]
+    for split in splits:
+        if split not in present:
+            log(f"[{stage}] note: split '{split}' has no masks in {dataset_dir}; skipped")
+    return present
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
