@@ -95,6 +95,7 @@ class InversionParams:
     pixel_weight: float = knob(1.0, "weight of the pixel MSE", low=0.0)
     perceptual_weight: float = knob(0.1, "weight of the discriminator-feature distance", low=0.0)
     noise_reg_weight: float = knob(1e5, "noise map regularisation", low=0.0)
+    optimize_noise: bool = knob(True, "optimise per-image noise maps (they carry fine detail)")
 
 
 @dataclass
