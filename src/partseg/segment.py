@@ -50,7 +50,8 @@ class Segmenter:
                  size: int | None = None):
         from partseg.autoshot.train import load_segmenter
 
-        self.model, self.meta = load_segmenter(model_path, device)
+        self.model = load_segmenter(model_path, device)
+        self.meta = self.model.meta
         self.device = next(self.model.parameters()).device
         self.class_names: list[str] = list(self.meta["class_names"])
         self.resolution = int(self.meta["resolution"])
@@ -198,6 +199,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise PartsegError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    if args.size is not None and args.size < 0:
+        raise PartsegError(f"--size: must be 0 (native size) or a positive number of pixels, "
+                           f"got {args.size}")
     report = segment_paths(args.model, args.inputs, args.out, batch_size=args.batch_size,
                            device=args.device, size=args.size)
     count, failed = len(report["segmented"]), report["failed"]

@@ -116,14 +116,14 @@ def _check_data(images: ArrayStack, targets: ArrayStack, target_kind: str, num_c
 
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1] (the UNet's input)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    tensor = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device)
     return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def targets_to_probabilities(targets: np.ndarray, target_kind: str, num_classes: int,
                              device: torch.device | str = "cpu") -> torch.Tensor:
     """Soft: logits -> softmax. Hard: ids -> one-hot, all-zero vectors where ignored."""
-    tensor = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
+    tensor = torch.from_numpy(np.require(targets, requirements=["C", "W"])).to(device)
     if target_kind == "soft":
         return torch.softmax(tensor.float(), dim=1)
     ids = tensor.long()
@@ -211,17 +211,17 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
                     log_path: str | os.PathLike | None = None,
                     snapshot_dir: str | os.PathLike | None = None, snapshot_every: int = 500,
                     flip_permutation: Sequence[int] | None = None, grad_clip: float = 1.0,
-                    log_every: int = 10) -> tuple[UNet, pd.DataFrame]:
+                    log_every: int = 10) -> tuple[UNet, list[dict]]:
     """Train a UNet on images uint8 [N,H,W,3] and targets; return (model in eval mode, history).
 
     targets: target_kind="soft": float (fp16) logits [N,K,H,W]; "hard": uint8 ids [N,H,W] with
     255 = ignore. images and targets may be arrays, memmaps or lists of shard arrays.
     unet_config: UNet keyword arguments (base_channels, depth). augment: None for no
     augmentation, else a dict with any of scale_min, scale_max, rotation, translate, flip,
-    color_jitter, outside (missing keys take the paper's defaults, AUGMENT_DEFAULTS).
-    history: a DataFrame with columns step, loss, accuracy (agreement of the argmax with the
-    target's argmax on valid pixels), lr; one row per `log_every` steps (means over them).
-    It is also written to `log_path` (TSV) as training goes.
+    color_jitter, outside (missing keys take AUGMENT_DEFAULTS, the params.yaml defaults).
+    history: a list of rows {step, loss, accuracy (agreement of the argmax with the target's
+    argmax on valid pixels), lr}, one per `log_every` steps (means over them); also written to
+    `log_path` (TSV, those columns) as training goes.
     """
     image_stack, target_stack = ArrayStack(images, "images"), ArrayStack(targets, "targets")
     _check_data(image_stack, target_stack, target_kind, num_classes)
@@ -242,7 +242,7 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
     history: list[dict] = []
     start = _resume(snapshot_dir, fingerprint, model, optimizer, history)
     if start >= steps:
-        return model.eval(), _history_frame(history)
+        return model.eval(), history
 
     sampler = BatchSampler(len(image_stack), batch_size, seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_mixed_precision(device))
@@ -288,16 +288,13 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
     bar.close()
     if log_path is not None:
         _write_history(history, log_path)
-    return model.eval(), _history_frame(history)
-
-
-def _history_frame(history: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(history, columns=["step", "loss", "accuracy", "lr"])
+    return model.eval(), history
 
 
 def _write_history(history: list[dict], path: str | os.PathLike) -> None:
+    frame = pd.DataFrame(history, columns=["step", "loss", "accuracy", "lr"])
     with atomic_path(path) as tmp:
-        _history_frame(history).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 def _save_snapshot(snapshot_dir, fingerprint, step, model, optimizer, history) -> None:
@@ -332,22 +329,23 @@ def _resume(snapshot_dir, fingerprint, model, optimizer, history) -> int:
 # ----------------------------------------------------------------------------- files
 
 def save_segmenter(path: str | os.PathLike, model: UNet, meta: dict) -> None:
-    """Save weights + architecture + meta. meta needs `class_names` (one per class) and
-    `resolution` (training image size, px); other plain values (str, numbers, lists, dicts)
-    are kept as they are. Loadable with torch.load(weights_only=True)."""
-    names = meta.get("class_names")
+    """Save weights + architecture + meta. meta needs `class_names` (one per class; `classes`
+    is accepted as an alias) and `resolution` (training image size, px); other plain values
+    (str, numbers, lists, dicts) are kept. Loadable with torch.load(weights_only=True)."""
+    names = meta.get("class_names", meta.get("classes"))
     if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
         raise ValueError(f"save_segmenter: meta['class_names'] must list {model.num_classes} names")
     if not isinstance(meta.get("resolution"), int):
         raise ValueError("save_segmenter: meta['resolution'] (training image size) is required")
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     save_torch({"format": SEGMENTER_FORMAT, "version": 1, "config": dict(model.config),
-                "state_dict": state, "meta": {**meta, "class_names": list(names)}}, path)
+                "state_dict": state, "meta": {**{k: v for k, v in meta.items() if k != "classes"},
+                                              "class_names": list(names)}}, path)
 
 
-def load_segmenter(path: str | os.PathLike, device: str | torch.device | None = None
-                   ) -> tuple[UNet, dict]:
-    """Load a saved segmenter -> (model in eval mode on `device`, meta)."""
+def load_segmenter(path: str | os.PathLike, device: str | torch.device | None = None) -> UNet:
+    """Load a saved segmenter -> model in eval mode on `device`; its meta (class_names,
+    resolution, ...) is `model.meta`."""
     path = Path(path)
     if not path.is_file():
         raise PartsegError(f"{path}: segmenter model not found")
@@ -361,7 +359,8 @@ def load_segmenter(path: str | os.PathLike, device: str | torch.device | None = 
     model = UNet(**checkpoint["config"])
     model.load_state_dict(checkpoint["state_dict"])
     target = resolve_device(None if device is None else str(device))
-    return model.to(target).eval(), checkpoint["meta"]
+    model.meta = dict(checkpoint["meta"])
+    return model.to(target).eval()
 
 
 # ----------------------------------------------------------------------------- inference

@@ -1,0 +1,234 @@
+"""Training the segmenter: it learns, resumes exactly, reads shards/memmaps, saves and loads."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from partseg.autoshot import train as train_module
+from partseg.autoshot.train import (ArrayStack, learning_rate, load_segmenter, predict_labels,
+                                    save_segmenter, train_segmenter)
+from partseg.autoshot.unet import UNet
+from partseg.errors import PartsegError
+
+TINY = {"base_channels": 8, "depth": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: on a shared 2-core machine, thread hand-offs cost more than the maths."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def squares(n=4, size=16, seed=0):
+    """Noisy images of two coloured squares on grey; masks are the squares' classes (0,1,2)."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([(60, 60, 60), (200, 40, 40), (40, 200, 40)])
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        for k in (1, 2):
+            y, x = rng.integers(0, size - 6, 2)
+            masks[i, y:y + 6, x:x + 6] = k
+    noise = rng.integers(-15, 16, (n, size, size, 3))
+    images = np.clip(colours[masks] + noise, 0, 255).astype(np.uint8)
+    return images, masks
+
+
+def logits_from_masks(masks, num_classes=3, sharpness=6.0):
+    one_hot = np.eye(num_classes, dtype=np.float32)[masks].transpose(0, 3, 1, 2)
+    return (sharpness * one_hot).astype(np.float16)
+
+
+def pixel_accuracy(model, images, masks):
+    labels = np.stack([label for label, _ in predict_labels(model, images, batch_size=8)])
+    return float((labels == masks).mean())
+
+
+def test_overfits_a_tiny_set_with_hard_masks():
+    images, masks = squares()
+    model, history = train_segmenter(images, masks, num_classes=3, target_kind="hard",
+                                     unet_config=TINY, steps=50, batch_size=4, lr=1e-2,
+                                     weight_decay=0.0, augment=None, seed=0, device="cpu")
+    assert pixel_accuracy(model, images, masks) > 0.9
+    assert [set(row) for row in history] == [{"step", "loss", "accuracy", "lr"}] * 5
+    assert [row["step"] for row in history] == [10, 20, 30, 40, 50]
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_overfits_a_tiny_set_with_soft_logits_and_flips():
+    images, masks = squares()
+    model, _ = train_segmenter(images, logits_from_masks(masks), num_classes=3, target_kind="soft",
+                               unet_config=TINY, steps=60, batch_size=4, lr=1e-2, weight_decay=0.0,
+                               augment={"scale_min": 1.0, "scale_max": 1.0, "rotation": 0.0,
+                                        "translate": 0.0, "flip": True, "color_jitter": 0.0},
+                               seed=0, device="cpu")
+    assert pixel_accuracy(model, images, masks) > 0.9
+
+
+def test_ignored_pixels_do_not_count():
+    """Masks entirely 255 except one class: the net never sees the others, loss stays finite."""
+    images, masks = squares(n=2)
+    masks = masks.copy()
+    masks[masks != 1] = 255
+    model, history = train_segmenter(images, masks, num_classes=3, target_kind="hard",
+                                     unet_config=TINY, steps=20, batch_size=2, lr=1e-2,
+                                     augment=None, seed=0, device="cpu", log_every=5)
+    assert np.isfinite([row["loss"] for row in history]).all()
+    labels = predict_labels(model, images)[0][0]
+    assert (labels == 1).mean() > 0.9  # only class 1 was ever a target
+
+
+def _short_run(tmp_path, **overrides):
+    images, masks = squares(n=3)
+    kwargs = dict(num_classes=3, target_kind="hard", unet_config=TINY, steps=6, batch_size=2,
+                  lr=1e-2, weight_decay=1e-4, seed=3, device="cpu",
+                  augment={"rotation": 10.0, "color_jitter": 0.2}, log_every=1)
+    kwargs.update(overrides)
+    return train_segmenter(images, masks, **kwargs)
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
+    straight, _ = _short_run(tmp_path)
+
+    snapshots, log = tmp_path / "snap", tmp_path / "loss.tsv"
+    real_indices = train_module.BatchSampler.indices
+
+    def interrupt_at_step_4(self, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real_indices(self, step)
+
+    monkeypatch.setattr(train_module.BatchSampler, "indices", interrupt_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        _short_run(tmp_path, snapshot_dir=snapshots, snapshot_every=3, log_path=log)
+    monkeypatch.setattr(train_module.BatchSampler, "indices", real_indices)
+    assert pd.read_csv(log, sep="\t")["step"].max() == 4  # step 4 logged, snapshot at 3
+
+    resumed, history = _short_run(tmp_path, snapshot_dir=snapshots, snapshot_every=3, log_path=log)
+    assert "resuming at step 3" in capsys.readouterr().err
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    written = pd.read_csv(log, sep="\t")
+    assert written["step"].tolist() == [1, 2, 3, 4, 5, 6]  # no duplicated steps after resuming
+    assert [row["step"] for row in history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_snapshot_from_other_arguments_is_not_used(tmp_path, capsys):
+    snapshots = tmp_path / "snap"
+    _short_run(tmp_path, snapshot_dir=snapshots, snapshot_every=3)
+    capsys.readouterr()
+    _short_run(tmp_path, snapshot_dir=snapshots, snapshot_every=3, lr=5e-3)
+    assert "other arguments; training from scratch" in capsys.readouterr().err
+
+
+def test_finished_snapshot_returns_without_training(tmp_path, capsys):
+    snapshots = tmp_path / "snap"
+    first, _ = _short_run(tmp_path, snapshot_dir=snapshots)
+    again, history = _short_run(tmp_path, snapshot_dir=snapshots)
+    assert "resuming at step 6" in capsys.readouterr().err
+    assert len(history) == 6
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_shards_and_memmaps_train_like_one_array(tmp_path):
+    images, masks = squares(n=5)
+    common = dict(num_classes=3, target_kind="soft", unet_config=TINY, steps=4, batch_size=3,
+                  seed=1, device="cpu", augment={"rotation": 5.0})
+    logits = logits_from_masks(masks)
+    whole, _ = train_segmenter(images, logits, **common)
+    np.save(tmp_path / "logits.npy", logits)
+    memmapped = np.load(tmp_path / "logits.npy", mmap_mode="r")
+    sharded, _ = train_segmenter([images[:2], images[2:]], [memmapped[:2], memmapped[2:]], **common)
+    for a, b in zip(whole.state_dict().values(), sharded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_array_stack_takes_rows_in_the_order_asked():
+    stack = ArrayStack([np.arange(3), np.arange(3, 7), np.arange(7, 8)], "x")
+    assert len(stack) == 8
+    assert stack.take(np.array([7, 0, 5, 3, 3])).tolist() == [7, 0, 5, 3, 3]
+
+
+@pytest.mark.parametrize("case,message", [
+    ("label_out_of_range", "mask 1 has label id 7"),
+    ("soft_wrong_classes", "expected float logits"),
+    ("image_not_uint8", "expected uint8 [N,H,W,3]"),
+    ("count_mismatch", "targets: 2 entries for 3 images"),
+    ("unknown_augment_key", "unknown key(s) shear"),
+])
+def test_bad_inputs_stop_with_a_clear_message(case, message):
+    images, masks = squares(n=3)
+    kwargs = dict(num_classes=3, target_kind="hard", steps=1, device="cpu", unet_config=TINY)
+    if case == "label_out_of_range":
+        masks[1, 0, 0] = 7
+    elif case == "soft_wrong_classes":
+        kwargs["target_kind"], masks = "soft", logits_from_masks(masks, num_classes=4)
+    elif case == "image_not_uint8":
+        images = images.astype(np.float32)
+    elif case == "count_mismatch":
+        masks = masks[:2]
+    elif case == "unknown_augment_key":
+        kwargs["augment"] = {"shear": 3}
+    with pytest.raises(PartsegError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        train_segmenter(images, masks, **kwargs)
+
+
+def test_learning_rate_warms_up_then_decays_to_one_percent():
+    rates = [learning_rate(step, 1000, 1e-3) for step in range(1000)]
+    assert rates[0] < rates[49] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[49:], rates[50:]))
+    assert rates[-1] == pytest.approx(1e-5, rel=0.05)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = UNet(3, **TINY).eval()
+    path = tmp_path / "model.pt"
+    save_segmenter(path, model, {"class_names": ["bg", "a", "b"], "resolution": 16, "note": "x"})
+    assert isinstance(torch.load(path, weights_only=True), dict)  # safe to load
+    loaded = load_segmenter(path, "cpu")
+    assert loaded.meta == {"class_names": ["bg", "a", "b"], "resolution": 16, "note": "x"}
+    save_segmenter(path, model, {"classes": ["bg", "a", "b"], "resolution": 16})  # alias
+    assert load_segmenter(path).meta["class_names"] == ["bg", "a", "b"]
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_save_needs_class_names_and_resolution(tmp_path):
+    with pytest.raises(ValueError, match="class_names"):
+        save_segmenter(tmp_path / "m.pt", UNet(3, **TINY), {"class_names": ["a"], "resolution": 8})
+    with pytest.raises(ValueError, match="resolution"):
+        save_segmenter(tmp_path / "m.pt", UNet(1, **TINY), {"class_names": ["a"]})
+
+
+def test_loading_a_wrong_file_names_it(tmp_path):
+    with pytest.raises(PartsegError, match="missing.pt: segmenter model not found"):
+        load_segmenter(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(PartsegError, match="garbage.pt: not a readable model file"):
+        load_segmenter(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, other)
+    with pytest.raises(PartsegError, match="other.pt: not a partseg segmenter"):
+        load_segmenter(other)
+
+
+def test_predict_labels_handles_mixed_sizes_in_order():
+    model = UNet(3, **TINY).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8)
+              for shape in [(16, 16, 3), (16, 16, 3), (9, 20, 3), (16, 16, 3)]]
+    results = predict_labels(model, images, batch_size=2, return_probs=True)
+    assert [labels.shape for labels, _ in results] == [(16, 16), (16, 16), (9, 20), (16, 16)]
+    for image, (labels, probs) in zip(images, results):
+        alone, _ = predict_labels(model, [image])[0]
+        assert np.array_equal(labels, alone)
+        assert probs.shape == (3, *image.shape[:2])
+        assert np.allclose(probs.sum(0), 1.0, atol=1e-5)
+        assert labels.dtype == np.uint8
