@@ -73,7 +73,7 @@ rule train_gan:
         f"{LOGS}/train_gan.log",
     benchmark:
         f"{BENCH}/train_gan.tsv"
-    threads: workflow.cores
+    threads: max(1, workflow.cores // 2)  # runs beside the other long training
     resources:
         mem_mb=4000,
         runtime=24 * 60,
@@ -121,7 +121,7 @@ rule baselines:
         f"{LOGS}/baselines.log",
     benchmark:
         f"{BENCH}/baselines.tsv"
-    threads: workflow.cores
+    threads: max(1, workflow.cores // 2)  # runs beside the other long training
     resources:
         mem_mb=4000,
         runtime=4 * 60,

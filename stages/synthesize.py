@@ -8,7 +8,6 @@ synthesize.drop_uncertain drops the most uncertain fraction of the images.
 
 from pathlib import Path
 
-from partseg.io import atomic_dir
 from partseg.stage import log, run_stage, stage_parser
 
 
@@ -24,12 +23,12 @@ def build(args, params):
     fewshot = load_fewshot_model(Path(args.fewshot) / "model.pt", device)
     extractor = FeatureExtractor(generator, params.features.layers, params.features.resolution)
     options = params.synthesize
-    with atomic_dir(args.out) as tmp:
-        summary = synthesize_shard(tmp, generator=generator, extractor=extractor,
-                                   fewshot_model=fewshot, num_images=options.images_per_shard,
-                                   seed=options.seed + args.shard, batch_size=options.batch_size,
-                                   truncation=options.truncation,
-                                   drop_uncertain=options.drop_uncertain, device=device)
+    # synthesize_shard writes the shard folder atomically itself.
+    summary = synthesize_shard(args.out, generator=generator, extractor=extractor,
+                               fewshot_model=fewshot, num_images=options.images_per_shard,
+                               seed=options.seed + args.shard, batch_size=options.batch_size,
+                               truncation=options.truncation,
+                               drop_uncertain=options.drop_uncertain, device=device)
     log(f"[synthesize] shard {args.shard}: {summary}")
 
 
