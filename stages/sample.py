@@ -15,7 +15,7 @@ from partseg.stage import log, run_stage, stage_parser
 def build(args, params):
     from partseg.device import resolve_device
     from partseg.gan import load_generator
-    from partseg.gan.train import sample_images
+    from partseg.gan import sample_images
 
     device = resolve_device()
     generator = load_generator(Path(args.generator) / "generator.pt", device=device)
