@@ -147,7 +147,7 @@ class AugmentParams:
 
 @dataclass
 class UnetParams:
-    base_channels: int = knob(32, "channels of the first UNet level", low=4)
+    base_channels: int = knob(16, "channels of the first UNet level", low=4)
     depth: int = knob(3, "down/up-sampling levels", low=1, high=6)
 
 
@@ -156,7 +156,7 @@ class TrainAutoshotParams:
     unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "segmenter architecture"})
     augment: AugmentParams = field(default_factory=AugmentParams,
                                    metadata={"help": "geometric and colour augmentation"})
-    steps: int = knob(2000, "optimiser steps", low=1)
+    steps: int = knob(1500, "optimiser steps", low=1)
     batch_size: int = knob(32, "images per step", low=1)
     lr: float = knob(0.001, "Adam learning rate", low=0.0)
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
@@ -166,7 +166,7 @@ class TrainAutoshotParams:
 @dataclass
 class BaselinesParams:
     label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
-    steps: int = knob(2000, "optimiser steps of each UNet (same as auto-shot by default)", low=1)
+    steps: int = knob(1500, "optimiser steps of each UNet (same as auto-shot by default)", low=1)
     seed: int = knob(0, "seed", low=0)
 
 
