@@ -11,13 +11,23 @@ from partseg.errors import PartsegError
 from partseg.features.cache import FeatureCache
 from partseg.fewshot import (Ensemble, load_fewshot_model, predict_from_cache, predict_logits,
                              save_fewshot_model, train_fewshot, uncertainty)
-from partseg.fewshot.train import class_weights
+from partseg.fewshot.train import class_weights, labelled_positions
 from partseg.metrics import ConfusionMatrix
 
 NUM_CLASSES = 3
 # Few steps at small sizes: each network reaches its accuracy in about a second.
 FAST = {"linear": dict(steps=150, lr=1e-2), "mlp": dict(steps=100), "mlp2": dict(steps=100),
         "cnn": dict(steps=100)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread, or the CPU cores shared with other jobs are oversubscribed
+    (two threads made these tests ten times slower on a loaded 2-core machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def write_cache(folder: Path, features: np.ndarray, layers=("convs.0",)) -> FeatureCache:
@@ -97,6 +107,11 @@ class CountingCache:
         self.pixels_per_read.append(("pixels", vectors.shape[0]))
         return vectors, where
 
+    def pixels(self, image, y, x):
+        vectors = self.cache.pixels(image, y, x)
+        self.pixels_per_read.append(("pixels", vectors.shape[0]))
+        return vectors
+
     def random_tiles(self, n, size, rng):
         tiles, where = self.cache.random_tiles(n, size, rng)
         self.pixels_per_read.append(("tiles", tiles.shape[0] * tiles.shape[2] * tiles.shape[3]))
@@ -175,6 +190,27 @@ def test_ignored_pixels_are_not_learned_from(problem):
     partly = masks.copy()
     partly[:, :, :8] = 255  # the left half of every image unlabelled
     model, history = train(cache, partly, "linear", steps=20)
+    assert all(np.isfinite(row["loss"]) for row in history)
+
+
+def test_pixel_batches_hold_only_labelled_pixels():
+    masks = np.full((3, 8, 8), 255, np.uint8)
+    masks[1, 2, 3] = 0
+    masks[2, 5, 0:2] = 1  # 3 labelled pixels out of 192
+    image, y, x = labelled_positions(masks, 600, np.random.default_rng(0), 3 / 192)
+    assert image.shape == y.shape == x.shape == (600,)
+    assert (masks[image, y, x] != 255).all()
+    drawn = {(int(i), int(r), int(c)) for i, r, c in zip(image, y, x)}
+    assert drawn == {(1, 2, 3), (2, 5, 0), (2, 5, 1)}
+    counts = np.unique(image * 64 + y * 8 + x, return_counts=True)[1]
+    assert counts.min() > 150  # each about 200 of 600: uniform among labelled pixels
+
+
+def test_sparse_annotations_train(problem):
+    cache, masks = problem
+    strokes = np.full_like(masks, 255)
+    strokes[:, ::4, ::4] = masks[:, ::4, ::4]  # one pixel in 16 labelled
+    _, history = train(cache, strokes, "linear", steps=5, batch_pixels=64)
     assert all(np.isfinite(row["loss"]) for row in history)
 
 

@@ -22,7 +22,8 @@ def build_network(kind: str, in_channels: int, num_classes: int) -> nn.Module:
         return PixelMLP(in_channels, num_classes, MLP_HIDDEN[kind])
     if kind == "cnn":
         return DilatedCNN(in_channels, num_classes)
-    raise PartsegError(f"train_fewshot.network: unknown network {kind!r}; choose one of {', '.join(NETWORKS)}")
+    raise PartsegError(f"train_fewshot.network: unknown network {kind!r}; "
+                       f"choose one of {', '.join(NETWORKS)}")
 
 
 def is_pixel_network(kind: str) -> bool:

@@ -18,7 +18,6 @@ from partseg.errors import PartsegError
 from partseg.fewshot.ensemble import Ensemble
 from partseg.fewshot.train import feature_signature
 
-
 # What must agree between a model's training features and the features it is given. The
 # generator checksum is recorded but not compared: the features stage may checksum the
 # checkpoint file and another stage the loaded module, which differ for the same weights.
@@ -30,16 +29,18 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def _batches(features, batch_size: int, in_channels: int | None):
-    """(start, float32 batch on no particular device) over the image axis, checking the shape."""
+    """Torch batches (in the features' dtype) along the image axis, after checking the shape."""
     if features.ndim != 4:
-        raise PartsegError(f"few-shot prediction expects features [N,C,R,R], got shape {tuple(features.shape)}")
+        raise PartsegError("few-shot prediction expects features [N,C,R,R], "
+                           f"got shape {tuple(features.shape)}")
     if in_channels is not None and features.shape[1] != in_channels:
-        raise PartsegError(f"few-shot model expects {in_channels} feature channels, got {features.shape[1]}: "
-                           "the features come from other layers or another generator than the model was trained on")
+        raise PartsegError(f"few-shot model expects {in_channels} feature channels, got "
+                           f"{features.shape[1]}: the features come from other layers or another "
+                           "generator than the model was trained on")
     for start in range(0, features.shape[0], batch_size):
         batch = features[start:start + batch_size]
-        batch = torch.from_numpy(np.asarray(batch)) if not torch.is_tensor(batch) else batch
-        yield start, batch
+        # np.array copies: a read-only memmap slice cannot back a torch tensor safely
+        yield batch if torch.is_tensor(batch) else torch.from_numpy(np.array(batch))
 
 
 def _in_channels(model: nn.Module) -> int | None:
@@ -56,7 +57,7 @@ def predict_logits(model: nn.Module, features, batch_size: int = 4) -> torch.Ten
     device = model_device(model)
     model.eval()
     outputs = [model(batch.to(device).float()).float().cpu()
-               for _, batch in _batches(features, batch_size, _in_channels(model))]
+               for batch in _batches(features, batch_size, _in_channels(model))]
     return torch.cat(outputs)
 
 
@@ -69,7 +70,7 @@ def uncertainty(model: nn.Module, features, batch_size: int = 4) -> torch.Tensor
     device = model_device(model)
     model.eval()
     outputs = [model.uncertainty(batch.to(device).float()).cpu()
-               for _, batch in _batches(features, batch_size, _in_channels(model))]
+               for batch in _batches(features, batch_size, _in_channels(model))]
     return torch.cat(outputs)
 
 

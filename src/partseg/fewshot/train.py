@@ -1,10 +1,13 @@
 """Training few-shot classifiers from the on-disk feature cache, and saving/loading them.
 
 Memory stays bounded whatever k and the cache size: the cache is never loaded as a whole.
-Each optimiser step reads one random batch from the fp16 memmap: `batch_pixels` random pixels
-for the per-pixel networks (linear, mlp, mlp2), or about as many pixels as random square tiles
-for the dilated CNN (which needs context). So a step costs the same memory at k = 1 and k = 1000,
-and at any resolution; only the masks (one byte per pixel) are held in RAM.
+Each optimiser step reads one random batch from the fp16 cache: `batch_pixels` random labelled
+pixels for the per-pixel networks (linear, mlp, mlp2; drawn among the non-255 pixels of the
+masks, so sparse annotations waste nothing), or about as many pixels as random square tiles for
+the dilated CNN (which needs context). So a step costs the same memory at k = 1 and k = 1000,
+and at any resolution; only the masks (one byte per pixel) are held in RAM. A tile is
+zero-padded at its edges as a whole map is at the image border; the paper trains on whole maps,
+which is what the default tile of 32 is at the demo's R = 32.
 
 The loss is cross-entropy over labelled pixels (255 = ignore), optionally weighted by inverse
 class frequency measured on the masks; the optimiser is Adam with weight decay. Everything random
@@ -25,7 +28,8 @@ from torch import nn
 
 from partseg.errors import PartsegError
 from partseg.fewshot.ensemble import Ensemble
-from partseg.fewshot.networks import MLP_HIDDEN, NETWORKS, build_model, build_network, is_pixel_network
+from partseg.fewshot.networks import (MLP_HIDDEN, NETWORKS, build_model, build_network,
+                                     is_pixel_network)
 from partseg.io import atomic_path, save_torch
 from partseg.progress import progress
 
@@ -38,6 +42,8 @@ FEATURE_MANIFEST_KEYS = ("layers", "channels_per_layer", "layer_resolutions", "r
 # Pixels sampled (in batches) to measure the per-channel mean and std of the features.
 STATISTICS_BATCHES = 8
 LOG_EVERY = 100
+# Upper bound on the candidate positions drawn at once when sampling labelled pixels (24 MiB).
+MAX_CANDIDATES = 1 << 20
 
 
 def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, ensemble: int = 1,
@@ -55,7 +61,8 @@ def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, e
         build_network(network, 1, 1)  # raises the PartsegError that names the choices
     if steps < 1 or ensemble < 1 or batch_pixels < 1 or tile < 1:
         raise PartsegError("train_fewshot: steps, ensemble, batch_pixels and tile must be >= 1")
-    check_masks(cache, masks, num_classes)
+    labelled_fraction = check_masks(cache, masks, num_classes)
+    masks = np.ascontiguousarray(masks)  # flat indexing below must not copy on every step
     device = _torch_device(device)
     seeds = np.random.SeedSequence(seed).spawn(ensemble + 1)
     mean, std = feature_statistics(cache, np.random.default_rng(seeds[0]), batch_pixels)
@@ -63,16 +70,18 @@ def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, e
 
     members, optimizers, rngs = [], [], []
     for member_seed in seeds[1:]:
-        member = _init_member(network, cache.num_channels, num_classes, member_seed, mean, std)
+        weights_seed, batches_seed = member_seed.spawn(2)
+        member = _init_member(network, cache.num_channels, num_classes, weights_seed, mean, std)
         members.append(member.to(device).train())
         optimizers.append(torch.optim.Adam(member.parameters(), lr=lr, weight_decay=weight_decay))
-        rngs.append(np.random.default_rng(member_seed))
+        rngs.append(np.random.default_rng(batches_seed))
 
     draw = _pixel_batch if is_pixel_network(network) else _tile_batch
     history: list[dict] = []
     bar = progress(total=steps, desc=f"train_fewshot {network}x{ensemble}", unit="step")
     for step in range(1, steps + 1):
-        results = [_train_step(member, optimizer, *draw(cache, masks, rng, batch_pixels, tile),
+        results = [_train_step(member, optimizer,
+                               *draw(cache, masks, rng, batch_pixels, tile, labelled_fraction),
                                weights, device)
                    for member, optimizer, rng in zip(members, optimizers, rngs)]
         history.append({"step": step, "loss": float(np.mean([r[0] for r in results])),
@@ -97,8 +106,11 @@ def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, e
     return model, history
 
 
-def check_masks(cache, masks: np.ndarray, num_classes: int) -> None:
-    """Masks must match the cache (one per image, R x R) and hold ids < num_classes or 255."""
+def check_masks(cache, masks: np.ndarray, num_classes: int) -> float:
+    """Masks must match the cache (one per image, R x R) and hold ids < num_classes or 255.
+
+    Returns the fraction of pixels that are labelled (not 255).
+    """
     expected = (cache.num_images, cache.resolution, cache.resolution)
     if not isinstance(masks, np.ndarray) or masks.shape != expected:
         shape = getattr(masks, "shape", type(masks).__name__)
@@ -114,6 +126,7 @@ def check_masks(cache, masks: np.ndarray, num_classes: int) -> None:
                            f"but there are {num_classes} classes (ids 0..{num_classes - 1}, 255 = ignore)")
     if not labelled.any():
         raise PartsegError("train_fewshot masks: every pixel is 255 (ignore); nothing to learn from")
+    return float(labelled.mean())
 
 
 def class_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -131,7 +144,8 @@ def class_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_statistics(cache, rng: np.random.Generator, batch_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_statistics(cache, rng: np.random.Generator,
+                       batch_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the features, from random pixels read batch by batch."""
     total = torch.zeros(cache.num_channels, dtype=torch.float64)
     total_sq = torch.zeros(cache.num_channels, dtype=torch.float64)
@@ -183,14 +197,37 @@ def _init_member(network: str, channels: int, num_classes: int, seed: np.random.
     return member
 
 
-def _pixel_batch(cache, masks, rng, batch_pixels, tile):
-    """Random pixels: [B,C] features and their [B] labels."""
-    vectors, (image, y, x) = cache.random_pixels(batch_pixels, rng)
+def labelled_positions(masks: np.ndarray, count: int, rng: np.random.Generator,
+                       labelled_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`count` (image, y, x) positions drawn uniformly among the labelled (non-255) pixels.
+
+    Rejection sampling: draw uniform positions, keep the labelled ones, repeat until enough.
+    No index of all labelled pixels is built, so memory stays bounded for any number of masks,
+    and sparse annotations (a few painted strokes) still fill every batch with labelled pixels.
+    """
+    n, height, width = masks.shape
+    found: list[np.ndarray] = []
+    missing = count
+    while missing > 0:
+        draws = int(min(max(2 * missing / labelled_fraction, 64), MAX_CANDIDATES))
+        flat = rng.integers(0, n * height * width, size=draws)
+        keep = flat[masks.reshape(-1)[flat] != IGNORE][:missing]
+        found.append(keep)
+        missing -= keep.size
+    image, rest = np.divmod(np.concatenate(found), height * width)
+    y, x = np.divmod(rest, width)
+    return image, y, x
+
+
+def _pixel_batch(cache, masks, rng, batch_pixels, tile, labelled_fraction):
+    """Random labelled pixels: [B,C] features and their [B] labels."""
+    image, y, x = labelled_positions(masks, batch_pixels, rng, labelled_fraction)
+    vectors = cache.pixels(image, y, x)
     return vectors, torch.from_numpy(masks[image, y, x].astype(np.int64))
 
 
-def _tile_batch(cache, masks, rng, batch_pixels, tile):
-    """Random tiles (side clipped to R): [T,C,S,S] features and [T,S,S] labels, T*S*S ~ batch_pixels."""
+def _tile_batch(cache, masks, rng, batch_pixels, tile, labelled_fraction):
+    """Random tiles, side clipped to R: [T,C,S,S] features, [T,S,S] labels, T*S*S ~ batch_pixels."""
     side = min(tile, cache.resolution)
     count = max(1, batch_pixels // (side * side))
     tiles, (image, top, left) = cache.random_tiles(count, side, rng)
