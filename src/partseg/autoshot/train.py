@@ -280,7 +280,7 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
             history.append({"step": done, "loss": float(mean_loss),
                             "accuracy": float(mean_accuracy), "lr": current_lr})
             window.clear()
-            bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{mean_accuracy:.3f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{mean_accuracy:.3f}", refresh=False)
             if log_path is not None:
                 _write_history(history, log_path)
         if snapshot_dir is not None and (done % snapshot_every == 0 or done == steps):

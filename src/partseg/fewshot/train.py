@@ -88,7 +88,7 @@ def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, e
                         "accuracy": float(np.mean([r[1] for r in results]))})
         bar.update(1)
         if step % LOG_EVERY == 0 or step == steps:
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.3f}")
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.3f}", refresh=False)
             if log_path is not None:
                 write_history(history, log_path)
     bar.close()
