@@ -55,12 +55,14 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
         x = x.reshape(batch, channels, height * up, width * up)
     before, after = pad
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).expand(channels, 1, *kernel.shape)
+    if before == after >= 0:
+        # Symmetric zero padding: let the convolution pad, saving a padded copy.
+        return F.conv2d(x, weight, stride=down, padding=before, groups=channels)
     x = F.pad(x, (max(before, 0), max(after, 0), max(before, 0), max(after, 0)))
     if before < 0 or after < 0:
         x = x[:, :, max(-before, 0):x.shape[2] - max(-after, 0),
               max(-before, 0):x.shape[3] - max(-after, 0)]
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype)
-    weight = weight.expand(channels, 1, *kernel.shape)
     # A depthwise convolution; stride = down keeps exactly every down-th output sample.
     return F.conv2d(x, weight, stride=down, groups=channels)
 
@@ -204,12 +206,15 @@ class ModulatedConv2d(nn.Module):
         Returns (out, dcoefs) with dcoefs [N, out] (None without demodulation); the layer's
         output is out * dcoefs[..., None, None]. Callers fuse that product with what follows.
         """
-        weight = self.weight[0] * self.scale                      # [out, in, k, k], shared
-        styles = self.modulation(style)                            # [N, in]
+        # The equalised-lr scale is folded into the styles: conv(x * s * scale, W) equals
+        # conv(x * s, W * scale) and saves writing a scaled copy of the weight every call.
+        weight = self.weight[0]                                       # [out, in, k, k], shared
+        styles = self.modulation(style) * self.scale                  # [N, in]
         dcoefs = None
         if self.demodulate:
-            # sum over (in, k, k) of (w * s)^2 = (s^2) @ (sum over k of w^2)^T
-            weight_energy = weight.square().sum(dim=(2, 3))       # [out, in]
+            # sum over (in, k, k) of (W * s)^2 = (s^2) @ (sum over k of W^2)^T; the norm is one
+            # read of the weight, with no squared copy.
+            weight_energy = torch.linalg.vector_norm(weight, dim=(2, 3)).square()  # [out, in]
             dcoefs = torch.rsqrt(styles.square() @ weight_energy.t() + DEMOD_EPS)
         x = x * styles.to(x.dtype)[:, :, None, None]
         weight = weight.to(x.dtype)
@@ -305,8 +310,8 @@ class ToRGB(nn.Module):
         # Without demodulation a 1x1 modulated conv is a per-sample 3 x C matrix: fold the
         # style into that small matrix rather than scaling the whole input feature map.
         batch, channels, height, width = x.shape
-        styles = self.conv.modulation(style)                                   # [N, C]
-        weight = self.conv.weight[0, :, :, 0, 0] * self.conv.scale             # [3, C]
+        styles = self.conv.modulation(style) * self.conv.scale                 # [N, C]
+        weight = self.conv.weight[0, :, :, 0, 0]                               # [3, C]
         per_sample = (weight[None] * styles[:, None, :]).to(x.dtype)           # [N, 3, C]
         out = torch.bmm(per_sample, x.reshape(batch, channels, height * width))
         out = out.view(batch, 3, height, width) + self.bias.to(x.dtype)

@@ -1,0 +1,448 @@
+"""Training a StyleGAN2 on a folder of images, resumable at any point.
+
+Losses as in StyleGAN2: non-saturating logistic loss, lazy R1 on reals (every `r1_every`
+steps, weighted by that interval), optional lazy path-length regularisation, style mixing,
+an EMA copy of the generator (half-life `ema_kimg` thousand images) that is the one exported.
+DiffAugment on both real and fake images when `augment="diffaugment"`. Mixed precision on CUDA
+only (bf16 where supported, else fp16 with loss scaling); the regularisers run in fp32.
+
+Resuming: every `snapshot_every` steps (and at the last step) a snapshot with G, D, the EMA
+generator, both optimisers, the RNG states, the path-length mean and the log rows is written
+atomically to `snapshot_dir/<run id>/`, where the run id hashes every option that defines the
+result except `steps` (and the data's fingerprint). A rerun with the same options continues
+from the newest snapshot at or below `steps`, so raising `steps` extends a finished run, and a
+killed run loses only the steps since its last snapshot. A resumed run produces the same
+weights as an uninterrupted one (same device and threads).
+
+Besides the full snapshots (the newest two are kept), every snapshot leaves a sample grid and
+the EMA generator alone (`g_ema-<step>.pt`), the record of how training went.
+
+Outputs in `out_dir`: generator.pt (partseg checkpoint with g_ema, g and d), training_log.tsv,
+samples.png, training_options.yaml, snapshots/grid-<step>.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from partseg.device import resolve_device, use_mixed_precision
+from partseg.errors import PartsegError
+from partseg.gan.checkpoint import save_checkpoint
+from partseg.gan.diffaugment import diff_augment
+from partseg.gan.discriminator import Discriminator
+from partseg.gan.generator import Generator
+from partseg.gan.sampling import images_to_uint8, seeded_z
+from partseg.io import atomic_path, list_images, read_image, save_png, save_torch, save_yaml
+from partseg.progress import progress
+
+# Options that do not change what is trained: they may differ between a run and its resume.
+RESUME_FREE_OPTIONS = ("steps", "snapshot_every", "device")
+KEEP_SNAPSHOTS = 2              # older snapshot weights are deleted; their grids are kept
+PRELOAD_LIMIT_BYTES = 2 << 30   # datasets up to this size are held in memory as uint8
+PL_DECAY = 0.01                 # path-length mean: exponential moving average rate
+LOG_COLUMNS = ("step", "images_seen", "seconds_per_step", "d_loss", "g_loss", "real_score",
+               "fake_score", "r1_penalty", "pl_penalty", "elapsed_s")
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+class ImageFolderData:
+    """The training images of one folder, as float batches in [-1, 1]."""
+
+    def __init__(self, folder: str | Path, size: int):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise PartsegError(f"{self.folder}: training image folder not found")
+        self.paths = list_images(self.folder)
+        if not self.paths:
+            raise PartsegError(f"{self.folder}: no PNG/JPEG images to train the GAN on")
+        self.size = size
+        listing = "\n".join(f"{p.name}\t{p.stat().st_size}" for p in self.paths)
+        self.fingerprint = hashlib.sha1(listing.encode()).hexdigest()[:16]
+        self.images = None
+        if len(self.paths) * 3 * size * size <= PRELOAD_LIMIT_BYTES:
+            self.images = torch.from_numpy(np.stack([self._read(p) for p in self.paths]))
+
+    def _read(self, path: Path) -> np.ndarray:
+        image = read_image(path)
+        if image.shape[:2] != (self.size, self.size):
+            raise PartsegError(f"{path}: image is {image.shape[1]}x{image.shape[0]} px, "
+                               f"the GAN trains at {self.size}x{self.size}; resize the dataset "
+                               "or set data.resolution")
+        return image.transpose(2, 0, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if self.images is not None:
+            uint8 = self.images[indices]
+        else:
+            uint8 = torch.from_numpy(np.stack([self._read(self.paths[i]) for i in indices.tolist()]))
+        return uint8.to(device).float() / 127.5 - 1.0
+
+
+# ---- grids --------------------------------------------------------------------------------
+
+def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 [n, H, W, 3] -> one uint8 image with `columns` tiles per row."""
+    n, height, width, _ = images.shape
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * height, columns * width, 3), np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    return grid
+
+
+def grid_size(size: int) -> int:
+    """Tiles per side of the sample grids: 8x8 up to 64 px, 4x4 above."""
+    return 8 if size <= 64 else 4
+
+
+@torch.no_grad()
+def render_grid(generator: Generator, z: torch.Tensor) -> np.ndarray:
+    device = generator.input.input.device
+    images = [images_to_uint8(generator(z[i:i + 16].to(device), noise="const"))
+              for i in range(0, len(z), 16)]
+    return image_grid(np.concatenate(images), grid_size(generator.size))
+
+
+# ---- mixed precision ----------------------------------------------------------------------
+
+class Precision:
+    """Autocast + (for fp16) loss scaling on CUDA; plain fp32 elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = use_mixed_precision(device)
+        bf16 = self.enabled and torch.cuda.is_bf16_supported()
+        self.dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and not bf16)
+
+    def autocast(self):
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+# ---- the training state -------------------------------------------------------------------
+
+def lazy_adam(params, lr: float, interval: int | None) -> torch.optim.Adam:
+    """Adam with StyleGAN2's correction for a regulariser applied every `interval` steps
+    (None: no regulariser, plain Adam(0, 0.99))."""
+    ratio = interval / (interval + 1) if interval else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+
+
+class TrainingState:
+    """Everything a snapshot holds: models, optimisers, RNG, step, log rows."""
+
+    def __init__(self, options: dict, device: torch.device):
+        self.options = options
+        self.device = device
+        arch = {k: options[k] for k in ("size", "style_dim", "n_mlp", "channel_base",
+                                        "channel_max")}
+        torch.manual_seed(options["seed"])
+        self.g = Generator(**arch).to(device)
+        self.d = Discriminator(options["size"], options["channel_base"],
+                               options["channel_max"]).to(device)
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        self.g_optim = lazy_adam(self.g.parameters(), options["lr"],
+                                 options["pl_every"] if options["pl_weight"] > 0 else None)
+        self.d_optim = lazy_adam(self.d.parameters(), options["lr"],
+                                 options["r1_every"] if options["r1_gamma"] > 0 else None)
+        self.step = 0
+        self.pl_mean = torch.zeros((), device=device)
+        self.log_rows: list[dict] = []
+
+    def state_dict(self) -> dict:
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {
+            "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+            "g_optim": self.g_optim.state_dict(), "d_optim": self.d_optim.state_dict(),
+            "step": self.step, "pl_mean": self.pl_mean.cpu(), "log_rows": self.log_rows,
+            "options": self.options, "cpu_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("g", "d", "g_ema", "g_optim", "d_optim"):
+            getattr(self, name).load_state_dict(state[name])
+        self.step = int(state["step"])
+        self.pl_mean = state["pl_mean"].to(self.device)
+        self.log_rows = list(state["log_rows"])
+        torch.set_rng_state(state["cpu_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+# ---- snapshots ----------------------------------------------------------------------------
+
+def run_id(options: dict) -> str:
+    """Hash of every option that defines the result, except those free to change on resume."""
+    defining = {k: v for k, v in sorted(options.items()) if k not in RESUME_FREE_OPTIONS}
+    return hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return run_dir / f"snapshot-{step:06d}.pt"
+
+
+def snapshot_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete snapshots in a run folder (complete = renamed into place)."""
+    steps = []
+    for path in run_dir.glob("snapshot-*.pt"):
+        suffix = path.stem.split("-", 1)[1]
+        if suffix.isdigit():
+            steps.append(int(suffix))
+    return sorted(steps)
+
+
+def write_log(rows: list[dict], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, delimiter="\t")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                 for k, v in row.items()})
+
+
+def save_snapshot(state: TrainingState, run_dir: Path, grid_z: torch.Tensor) -> None:
+    """Grid, EMA weights and log first, the full snapshot last: a snapshot file that exists
+    is complete together with everything that belongs to its step."""
+    save_png(render_grid(state.g_ema, grid_z), run_dir / f"grid-{state.step:06d}.png")
+    # The EMA generator alone (a fifth of a snapshot) is kept for every snapshot, so that
+    # quality can be tracked across training afterwards (bench/gan_probe.py).
+    save_torch({"g_ema": state.g_ema.state_dict(), "options": state.options, "step": state.step},
+               run_dir / f"g_ema-{state.step:06d}.pt")
+    write_log(state.log_rows, run_dir / "training_log.tsv")
+    save_torch(state.state_dict(), snapshot_path(run_dir, state.step))
+    # Keep the newest few full snapshots only (grids and EMA weights stay: the record).
+    for old in snapshot_steps(run_dir)[:-KEEP_SNAPSHOTS]:
+        snapshot_path(run_dir, old).unlink(missing_ok=True)
+
+
+def resume(state: TrainingState, run_dir: Path, steps: int) -> bool:
+    """Load the newest snapshot at or below `steps`; False when there is none."""
+    candidates = [s for s in snapshot_steps(run_dir) if s <= steps]
+    if not candidates:
+        return False
+    path = snapshot_path(run_dir, candidates[-1])
+    try:
+        snapshot = torch.load(path, map_location=state.device, weights_only=True)
+    except Exception as error:  # a damaged snapshot: say so, do not silently restart
+        raise PartsegError(f"{path}: unreadable training snapshot ({error}); "
+                           "delete it to resume from an older one") from None
+    state.load_state_dict(snapshot)
+    return True
+
+
+def generator_from_snapshot(path: str | Path, device: str | torch.device = "cpu"
+                            ) -> tuple[Generator, int]:
+    """The EMA generator of a snapshot or g_ema-<step>.pt file (eval mode) and its step."""
+    snapshot = torch.load(path, map_location="cpu", weights_only=True)
+    options = snapshot["options"]
+    generator = Generator(**{k: options[k] for k in ("size", "style_dim", "n_mlp",
+                                                      "channel_base", "channel_max")})
+    generator.load_state_dict(snapshot["g_ema"])
+    return generator.to(device).eval(), int(snapshot["step"])
+
+
+# ---- losses -------------------------------------------------------------------------------
+
+def make_z(state: TrainingState, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Latents for a step: z, and a second z for style mixing with probability mixing_prob."""
+    z = torch.randn(batch, state.g.style_dim, device=state.device)
+    if torch.rand(()) < state.options["mixing_prob"]:
+        return z, torch.randn(batch, state.g.style_dim, device=state.device)
+    return z, None
+
+
+def augment_fn(options: dict):
+    return diff_augment if options["augment"] == "diffaugment" else (lambda x: x)
+
+
+def discriminator_step(state, real, precision, augment) -> dict:
+    z, mixing_z = make_z(state, real.shape[0])
+    with torch.no_grad(), precision.autocast():
+        fake = state.g(z, noise="random", mixing_z=mixing_z)
+    with precision.autocast():
+        fake_pred = state.d(augment(fake.float())).float()
+        real_pred = state.d(augment(real)).float()
+        loss = F.softplus(fake_pred).mean() + F.softplus(-real_pred).mean()
+    precision.step(loss, state.d_optim)
+    return dict(d_loss=loss.item(), real_score=real_pred.mean().item(),
+                fake_score=fake_pred.mean().item())
+
+
+def r1_step(state, real, precision, augment) -> float:
+    """Lazy R1: gamma/2 * E|grad_x D(x)|^2 on reals, times the interval."""
+    real = real.detach().requires_grad_(True)
+    real_pred = state.d(augment(real))
+    (grad,) = torch.autograd.grad(real_pred.sum(), real, create_graph=True)
+    penalty = grad.square().flatten(1).sum(1).mean()
+    loss = state.options["r1_gamma"] / 2 * penalty * state.options["r1_every"]
+    precision.step(loss + 0 * real_pred[0, 0], state.d_optim)
+    return penalty.item()
+
+
+def generator_step(state, batch, precision, augment) -> float:
+    z, mixing_z = make_z(state, batch)
+    state.d.requires_grad_(False)
+    with precision.autocast():
+        fake = state.g(z, noise="random", mixing_z=mixing_z)
+        loss = F.softplus(-state.d(augment(fake)).float()).mean()
+    precision.step(loss, state.g_optim)
+    state.d.requires_grad_(True)
+    return loss.item()
+
+
+def path_length_step(state, batch, precision) -> float:
+    """Lazy path-length regularisation: keep |J_w^T y| close to its running mean."""
+    pl_batch = max(1, batch // 2)
+    z = torch.randn(pl_batch, state.g.style_dim, device=state.device)
+    ws = state.g.mapping(z).unsqueeze(1).repeat(1, state.g.n_latent, 1)
+    fake = state.g.synthesis(ws, noise="random")
+    noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
+    (grad,) = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
+    lengths = grad.square().sum(2).mean(1).sqrt()
+    state.pl_mean = state.pl_mean.detach() + PL_DECAY * (lengths.mean().detach() - state.pl_mean)
+    penalty = (lengths - state.pl_mean).square().mean()
+    loss = state.options["pl_weight"] * state.options["pl_every"] * penalty
+    precision.step(loss + 0 * fake[0, 0, 0, 0], state.g_optim)
+    return penalty.item()
+
+
+@torch.no_grad()
+def update_ema(state: TrainingState, batch: int) -> None:
+    kimg = state.options["ema_kimg"]
+    beta = 0.5 ** (batch / (kimg * 1000)) if kimg > 0 else 0.0
+    for p_ema, p in zip(state.g_ema.parameters(), state.g.parameters()):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(state.g_ema.buffers(), state.g.buffers()):
+        b_ema.copy_(b)
+
+
+def train_step(state: TrainingState, data: ImageFolderData, precision: Precision, augment,
+               last: dict) -> dict:
+    """One step (1-based number state.step + 1): D, lazy R1, G, lazy PL, EMA."""
+    options = state.options
+    batch = options["batch_size"]
+    step = state.step + 1
+    real = data.batch(torch.randint(len(data), (batch,)), state.device)
+    row = discriminator_step(state, real, precision, augment)
+    if options["r1_gamma"] > 0 and step % options["r1_every"] == 0:
+        last["r1_penalty"] = r1_step(state, real, precision, augment)
+    row["g_loss"] = generator_step(state, batch, precision, augment)
+    if options["pl_weight"] > 0 and step % options["pl_every"] == 0:
+        last["pl_penalty"] = path_length_step(state, batch, precision)
+    update_ema(state, batch)
+    state.step = step
+    # Regularisers run every few steps: the log carries their latest value forward.
+    row.update(r1_penalty=last.get("r1_penalty", float("nan")),
+               pl_penalty=last.get("pl_penalty", float("nan")))
+    return row
+
+
+# ---- the entry point ----------------------------------------------------------------------
+
+def _check_options(options: dict) -> None:
+    if options["augment"] not in ("none", "diffaugment"):
+        raise PartsegError(f"train_gan.augment: {options['augment']!r} is not one of none, diffaugment")
+    for key in ("batch_size", "steps", "r1_every", "pl_every", "snapshot_every"):
+        if int(options[key]) < 1:
+            raise PartsegError(f"train_gan.{key}: must be at least 1, got {options[key]}")
+
+
+def train_gan(*, images_dir, out_dir, snapshot_dir, size: int, style_dim: int = 128,
+              n_mlp: int = 4, channel_base: int = 1024, channel_max: int = 128,
+              batch_size: int = 16, steps: int = 1500, lr: float = 0.002, r1_gamma: float = 0.05,
+              r1_every: int = 16, pl_weight: float = 0.0, pl_every: int = 4,
+              mixing_prob: float = 0.9, ema_kimg: float = 2.5, augment: str = "none",
+              snapshot_every: int = 250, seed: int = 0, device=None) -> dict:
+    """Train (or resume training) a StyleGAN2 on the images in `images_dir`; see the module doc.
+
+    Returns a summary: dict(step, resumed_from, seconds, run_dir).
+    """
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    data = ImageFolderData(images_dir, size)
+    options = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_base=channel_base,
+                   channel_max=channel_max, batch_size=batch_size, steps=steps, lr=lr,
+                   r1_gamma=r1_gamma, r1_every=r1_every, pl_weight=pl_weight, pl_every=pl_every,
+                   mixing_prob=mixing_prob, ema_kimg=ema_kimg, augment=augment,
+                   snapshot_every=snapshot_every, seed=seed, data_fingerprint=data.fingerprint)
+    _check_options(options)
+    run_dir = Path(snapshot_dir) / run_id(options)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml({k: v for k, v in options.items() if k not in RESUME_FREE_OPTIONS},
+              run_dir / "options.yaml")
+
+    state = TrainingState({**options, "device": str(device)}, device)
+    resumed_from = state.step if resume(state, run_dir, steps) else None
+    if resumed_from is not None:
+        print(f"train_gan: resuming from snapshot step {resumed_from} in {run_dir}", flush=True)
+    state.options = {**options, "device": str(device)}
+    grid_z = seeded_z(seed, range(grid_size(size) ** 2), style_dim)
+    precision, augment = Precision(device), augment_fn(options)
+    last_reg: dict = {}
+    if state.log_rows:  # carry the regularisers' last values across a resume
+        last_reg = {k: state.log_rows[-1][k] for k in ("r1_penalty", "pl_penalty")}
+    elapsed = state.log_rows[-1]["elapsed_s"] if state.log_rows else 0.0
+    started = time.perf_counter()
+
+    bar = progress(total=steps, initial=state.step, desc="train_gan", unit="step")
+    while state.step < steps:
+        tick = time.perf_counter()
+        row = train_step(state, data, precision, augment, last_reg)
+        seconds = time.perf_counter() - tick
+        elapsed += seconds
+        state.log_rows.append(dict(step=state.step, images_seen=state.step * batch_size,
+                                   seconds_per_step=seconds, elapsed_s=elapsed, **row))
+        bar.update(1)
+        bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", refresh=False)
+        if state.step % snapshot_every == 0 or state.step == steps:
+            save_snapshot(state, run_dir, grid_z)
+    bar.close()
+    if not snapshot_steps(run_dir) or snapshot_steps(run_dir)[-1] < state.step:
+        save_snapshot(state, run_dir, grid_z)  # e.g. resumed exactly at `steps`
+    write_outputs(state, Path(out_dir), run_dir, grid_z)
+    return dict(step=state.step, resumed_from=resumed_from, run_dir=str(run_dir),
+                seconds=time.perf_counter() - started)
+
+
+def write_outputs(state: TrainingState, out_dir: Path, run_dir: Path, grid_z: torch.Tensor) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in state.options.items() if k != "device"}
+    save_checkpoint(out_dir / "generator.pt", g_ema=state.g_ema, d=state.d, g=state.g,
+                    extra={"step": state.step, "options": options})
+    write_log(state.log_rows, out_dir / "training_log.tsv")
+    save_png(render_grid(state.g_ema, grid_z), out_dir / "samples.png")
+    save_yaml({**options, "device": state.options["device"], "images_seen":
+               state.step * options["batch_size"], "run_dir": str(run_dir)},
+              out_dir / "training_options.yaml")
+    snapshots = out_dir / "snapshots"
+    snapshots.mkdir(exist_ok=True)
+    for old in snapshots.glob("grid-*.png"):
+        old.unlink()
+    for grid in sorted(run_dir.glob("grid-*.png")):
+        if int(grid.stem.split("-")[1]) <= state.step:
+            with atomic_path(snapshots / grid.name) as tmp:
+                shutil.copyfile(grid, tmp)
