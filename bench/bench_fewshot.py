@@ -2,7 +2,10 @@
 
     python bench/bench_fewshot.py --threads 1     # full tables (about 6 minutes on 2 cores)
     python bench/bench_fewshot.py --quick         # fewer steps and smaller caches
-    python bench/bench_fewshot.py --large         # adds a 2.5 GiB cache: k=16, C=5056, R=128
+    python bench/bench_fewshot.py --large         # adds C=5056 caches: k=1, R=32 (10 MiB) and
+                                                  # k=16, R=128 (2.5 GiB)
+    python bench/bench_fewshot.py --memory-only --quick --large --threads 1   # the RSS table only
+    python bench/bench_fewshot.py --compare-mmap  # adds a column read through a memory map
 
 Caches are random fp16 features in the features stage's format (C = 736 channels, the demo
 GAN's size; R = 32, k = 1, 5, 10 annotated images), written to a temporary folder.
@@ -13,11 +16,11 @@ which includes reading the batch from disk and leaves out the fixed start-up cos
 Peak memory: each row trains in a fresh subprocess and reports
 resource.getrusage(RUSAGE_SELF).ru_maxrss (the parent has not imported torch: a child's
 ru_maxrss starts from the peak of the process it was forked from). "before" is VmHWM after
-importing torch and opening the cache. Two columns: reads through partseg's FeatureCache, and
-the same reads done with os.pread (`PreadReads`, below), which never maps the file. A memory map
-makes the file pages a read touches part of the process's RSS while the read runs (the kernel
-maps whole page-cache folios around each random pixel), so that column shows how much of the
-peak is mapped cache pages and how much is training itself.
+importing torch and opening the cache. The main column reads through partseg's FeatureCache
+(os.pread: the pages read stay in the OS page cache, outside the process); with --compare-mmap a
+second column does the same reads through a memory map (`MappedReads`, below: FeatureCache's
+reads before it switched), which makes the file pages a read touches part of the process's RSS
+(the kernel maps whole page-cache folios around each random pixel), so it grows with the cache.
 """
 
 from __future__ import annotations
@@ -40,18 +43,26 @@ PAPER_CHANNELS = 5056  # 1024 px FFHQ StyleGAN2, convs.0..15
 NUM_CLASSES = 10
 
 
+class RandomFeatures:
+    """Random fp16-valued features [N,R,R,C] made one image at a time when indexed, so that
+    write_cache_from_arrays can write a cache larger than RAM."""
+
+    def __init__(self, images: int, resolution: int, channels: int, seed: int = 0):
+        self.shape = (images, resolution, resolution, channels)
+        self.seed = seed
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index])
+        return rng.standard_normal(self.shape[1:], np.float32).astype(np.float16)
+
+
 def write_random_cache(folder: Path, images: int, resolution: int, channels: int = CHANNELS,
                        seed: int = 0) -> Path:
-    """A cache folder of random fp16 features [N,R,R,C] (written one image at a time)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    with open(folder / "features.f16", "wb") as out:
-        for _ in range(images):
-            out.write(rng.standard_normal((resolution, resolution, channels), np.float32)
-                      .astype(np.float16).tobytes())
-    manifest = {"num_images": images, "num_channels": channels, "resolution": resolution,
-                "features_file": "features.f16", "layers": ["random"], "channels_per_layer": [channels]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    """A cache folder of random fp16 features [N,R,R,C], in the features stage's format."""
+    from partseg.features.cache import write_cache_from_arrays
+
+    write_cache_from_arrays(folder, RandomFeatures(images, resolution, channels, seed),
+                            layers=["random"], channels_per_layer=[channels]).close()
     return folder
 
 
@@ -91,25 +102,18 @@ class StepClock(CacheWrapper):
         return self.cache.random_tiles(n, size, rng)
 
 
-class PreadReads(CacheWrapper):
-    """The cache's batch reads done with os.pread (one read per pixel or per tile row) instead of
-    a memory map: the pages read stay in the OS page cache, outside the process's RSS."""
+class MappedReads(CacheWrapper):
+    """For comparison only: the batch reads done through a memory map of the whole file, as
+    FeatureCache did before it switched to os.pread. The kernel maps whole page-cache folios
+    around each random pixel into the process, so RSS grows with the cache size."""
 
-    def __init__(self, cache):
-        super().__init__(cache)
-        self.fd = os.open(cache.features_path, os.O_RDONLY)
-        self.pixel_bytes = cache.num_channels * 2
-
-    def _offset(self, image, y, x) -> int:
-        return ((int(image) * self.resolution + int(y)) * self.resolution + int(x)) * self.pixel_bytes
+    def _mapped(self):
+        return np.memmap(self.features_path, dtype=np.float16, mode="r", shape=self.shape)
 
     def pixels(self, image, y, x):
         import torch
 
-        out = np.empty((len(image), self.num_channels), np.float16)
-        for row, where in zip(out, zip(image, y, x)):
-            row[:] = np.frombuffer(os.pread(self.fd, self.pixel_bytes, self._offset(*where)), np.float16)
-        return torch.from_numpy(out.astype(np.float32))
+        return torch.from_numpy(np.asarray(self._mapped()[image, y, x], np.float32))
 
     def random_pixels(self, n, rng):
         where = (rng.integers(0, self.num_images, n), rng.integers(0, self.resolution, n),
@@ -121,12 +125,9 @@ class PreadReads(CacheWrapper):
 
         image = rng.integers(0, self.num_images, n)
         top, left = (rng.integers(0, self.resolution - size + 1, n) for _ in range(2))
-        out = np.empty((n, self.num_channels, size, size), np.float32)
-        for k in range(n):
-            for r in range(size):
-                offset = self._offset(image[k], top[k] + r, left[k])
-                data = os.pread(self.fd, size * self.pixel_bytes, offset)
-                out[k, :, r, :] = np.frombuffer(data, np.float16).reshape(size, self.num_channels).T
+        features = self._mapped()
+        out = np.stack([features[i, t:t + size, l:l + size].transpose(2, 0, 1)
+                        for i, t, l in zip(image, top, left)]).astype(np.float32)
         return torch.from_numpy(out), (image, top, left)
 
 
@@ -158,8 +159,8 @@ def child(cache_dir: str, network: str, steps: int, reads: str) -> None:
     from partseg.fewshot import train_fewshot
 
     cache = FeatureCache(cache_dir)
-    if reads == "pread":
-        cache = PreadReads(cache)
+    if reads == "mmap":
+        cache = MappedReads(cache)
     masks = random_masks(cache.num_images, cache.resolution)
     before = vm_hwm_mib()
     train_fewshot(cache, masks, num_classes=NUM_CLASSES, network=network, steps=steps, device="cpu")
@@ -187,23 +188,29 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def memory_table(tmp: Path, steps: int, quick: bool, large: bool, threads: int | None) -> None:
-    print(f"## peak RSS of training ({steps} steps, a fresh process each)\n")
+def memory_table(tmp: Path, steps: int, quick: bool, large: bool, threads: int | None,
+                 compare_mmap: bool) -> None:
+    print(f"## peak RSS of training ({steps} steps, 5 at C = {PAPER_CHANNELS}; a fresh process each)\n")
     print("| network | k | R | C | cache on disk MiB | before training MiB | "
-          "peak RSS, FeatureCache reads MiB | peak RSS, pread reads MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "peak RSS, FeatureCache MiB |" + (" peak RSS, memory-mapped reads MiB |" if compare_mmap else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if compare_mmap else ""))
     sizes = [(10, 32, CHANNELS), (100, 32, CHANNELS), (10, 128, CHANNELS)]
     sizes += [] if quick else [(30, 128, CHANNELS)]
-    sizes += [(16, 128, PAPER_CHANNELS)] if large else []
+    # At C = 5056 the network and its batch are wider; a 10 MiB cache at that width separates
+    # their cost from the cache size's.
+    sizes += [(1, 32, PAPER_CHANNELS), (16, 128, PAPER_CHANNELS)] if large else []
     for k, resolution, channels in sizes:
-        folder = write_random_cache(tmp / f"k{k}_r{resolution}_c{channels}", k, resolution, channels)
+        folder = tmp / f"k{k}_r{resolution}_c{channels}"
+        # Written by a child too: this process stays free of torch and of a large image buffer.
+        subprocess.run([sys.executable, __file__, "--write-cache", str(folder), str(k),
+                        str(resolution), str(channels)], check=True)
         for network in ("mlp2", "cnn"):
             row_steps = steps if channels == CHANNELS else 5  # C = 5056 steps are slow on a CPU
-            mapped = measure_rss(folder, network, row_steps, "cache", threads)
-            pread = measure_rss(folder, network, row_steps, "pread", threads)
+            ours = measure_rss(folder, network, row_steps, "cache", threads)
+            mapped = (f" {measure_rss(folder, network, row_steps, 'mmap', threads)['peak_mib']:.0f} |"
+                      if compare_mmap else "")
             print(f"| {network} | {k} | {resolution} | {channels} | {folder_mib(folder):.0f} | "
-                  f"{mapped['before_mib']:.0f} | {mapped['peak_mib']:.0f} | {pread['peak_mib']:.0f} |",
-                  flush=True)
+                  f"{ours['before_mib']:.0f} | {ours['peak_mib']:.0f} |{mapped}", flush=True)
         shutil.rmtree(folder)
 
 
@@ -221,13 +228,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps, smaller caches")
     parser.add_argument("--large", action="store_true",
-                        help="also measure memory on a paper-width cache (k=16, C=5056, R=128: 2.5 GiB)")
+                        help="also measure memory on paper-width caches (C=5056: k=1, R=32 and "
+                             "k=16, R=128: 2.5 GiB)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice); 1 is faster on a "
                              "loaded machine")
+    parser.add_argument("--compare-mmap", action="store_true",
+                        help="also measure the same reads through a memory map (the old reader)")
+    parser.add_argument("--memory-only", action="store_true", help="skip the timing table")
+    parser.add_argument("--write-cache", nargs=4, metavar=("FOLDER", "K", "R", "C"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=4, metavar=("CACHE", "NETWORK", "STEPS", "READS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_cache:
+        folder, *sizes = args.write_cache
+        write_random_cache(Path(folder), *map(int, sizes))
+        return
     if args.child:
         set_threads(args.threads)
         child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
@@ -238,9 +255,11 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory(prefix="bench_fewshot_") as tmp:
         # Memory first, while this process is small (see the module docstring).
-        memory_table(Path(tmp), 10 if args.quick else 20, args.quick, args.large, args.threads)
-        set_threads(args.threads)
-        time_table(Path(tmp), 8 if args.quick else 20)
+        memory_table(Path(tmp), 10 if args.quick else 20, args.quick, args.large, args.threads,
+                     args.compare_mmap)
+        if not args.memory_only:
+            set_threads(args.threads)
+            time_table(Path(tmp), 8 if args.quick else 20)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -1,7 +1,11 @@
-"""The on-disk feature cache: fp16 round trip, random access, staleness, streaming, atomicity."""
+"""The on-disk feature cache: fp16 round trip, random access, staleness, streaming, atomicity,
+positional reads (no memory map), the descriptor's life (close, fork, pickle), array writer."""
 
 import json
 import logging
+import mmap
+import os
+import pickle
 import re
 
 import numpy as np
@@ -11,6 +15,8 @@ import torch
 from partseg.errors import PartsegError
 from partseg.features import (FeatureCache, FeatureExtractor, build_or_reuse, cache_is_current,
                               generator_checksum, stale_reason, write_feature_cache)
+from partseg.features import cache as cache_module
+from partseg.features.cache import write_cache_from_arrays
 from partseg.gan import Generator, sample_images
 from partseg.gan.layers import NoiseInjection
 
@@ -230,3 +236,232 @@ def test_generator_checksum_of_module_and_file(G, tmp_path):
     assert len(generator_checksum(path)) == 64
     with pytest.raises(PartsegError, match="not found"):
         generator_checksum(tmp_path / "missing.pt")
+
+
+# ----------------------------------------------------------------------------- arrays and reads
+
+LAYERS, CHANNELS = ["a", "b"], [3, 4]  # C = 7
+
+
+@pytest.fixture(scope="module")
+def array():
+    """Random fp16-exact features [N=3, R=6, R, C=7], channel-last."""
+    return np.random.default_rng(5).standard_normal((3, 6, 6, 7)).astype(np.float16).astype(np.float32)
+
+
+@pytest.fixture()
+def array_cache(tmp_path, array):
+    with write_cache_from_arrays(tmp_path / "arrays", array, layers=LAYERS,
+                                 channels_per_layer=CHANNELS, params={"k": 1}) as cache:
+        yield cache
+
+
+def as_nchw(array):
+    return torch.from_numpy(array).permute(0, 3, 1, 2)
+
+
+def every_read(cache):
+    """One call of each read method, with positions that include the edges."""
+    img, y, x = np.array([0, 2, 1, 2]), np.array([0, 5, 3, 5]), np.array([5, 0, 2, 5])
+    return {
+        "pixels": cache.pixels(img, y, x),
+        "random_pixels": cache.random_pixels(40, 3)[0],
+        "tiles": cache.tiles(img[:3], np.array([0, 2, 4]), np.array([4, 0, 2]), 2),
+        "whole_row_tiles": cache.tiles(np.array([2, 0]), np.array([0, 0]), np.array([0, 0]), 6),
+        "random_tiles": cache.random_tiles(5, 4, 3)[0],
+        "image_features": cache.image_features(1),
+        "image_rows": cache.image_rows(2, 1, 5),
+        "batch_features": cache.batch_features([2, 0]),
+        "iter_batches": torch.cat([b for _, b in cache.iter_batches(batch_size=2)]),
+    }
+
+
+def test_arrays_written_read_back_exactly(array_cache, array):
+    reference = as_nchw(array)
+    assert array_cache.shape == (3, 6, 6, 7)
+    assert array_cache.layers == LAYERS and array_cache.channels_per_layer == CHANNELS
+    assert array_cache.manifest["params"] == {"k": 1} and array_cache.manifest["layout"] == "NHWC"
+    reads = every_read(array_cache)
+    assert all(value.dtype == torch.float32 for value in reads.values())
+    assert torch.equal(reads["pixels"], reference[[0, 2, 1, 2], :, [0, 5, 3, 5], [5, 0, 2, 5]])
+    assert torch.equal(reads["tiles"][1], reference[2, :, 2:4, 0:2])
+    assert torch.equal(reads["tiles"][2], reference[1, :, 4:6, 2:4])
+    assert torch.equal(reads["whole_row_tiles"], reference[[2, 0]])
+    assert torch.equal(reads["image_features"], reference[1])
+    assert torch.equal(array_cache.pixels(1, 2, 3), reference[1, :, 2, 3])  # shapes as numpy's
+    assert array_cache.pixels([], [], []).shape == (0, 7)
+    assert torch.equal(reads["image_rows"], reference[2, :, 1:5])
+    assert torch.equal(reads["batch_features"], reference[[2, 0]])
+    assert torch.equal(reads["iter_batches"], reference)
+    values, (img, y, x) = array_cache.random_pixels(40, 3)
+    assert torch.equal(values, reference[img, :, y, x])
+    tiles, (img, y0, x0) = array_cache.random_tiles(5, 4, 3)
+    for k in range(5):
+        assert torch.equal(tiles[k], reference[img[k], :, y0[k]:y0[k] + 4, x0[k]:x0[k] + 4])
+
+
+@pytest.mark.parametrize("kind", ["nchw numpy", "nchw torch", "nhwc torch fp32"])
+def test_arrays_in_either_layout_give_the_same_cache(tmp_path, array, array_cache, kind):
+    features = {"nchw numpy": array.transpose(0, 3, 1, 2),
+                "nchw torch": as_nchw(array).contiguous(),
+                "nhwc torch fp32": torch.from_numpy(array)}[kind]
+    other = write_cache_from_arrays(tmp_path / "other", features, layers=LAYERS,
+                                    channels_per_layer=CHANNELS)
+    assert (other.features_path.read_bytes() == array_cache.features_path.read_bytes())
+    assert other.manifest["params"] == {}
+
+
+def test_array_writer_rejects_bad_shapes_and_has_no_images(tmp_path, array, array_cache):
+    write = lambda features, **kw: write_cache_from_arrays(  # noqa: E731
+        tmp_path / "bad", features, **{"layers": LAYERS, "channels_per_layer": CHANNELS, **kw})
+    with pytest.raises(PartsegError, match=r"not \[N, R, R, C\] or \[N, C, R, R\] .* = 7"):
+        write(array[..., :6])
+    with pytest.raises(PartsegError, match="2 layers but 1 channels_per_layer"):
+        write(array, channels_per_layer=[7])
+    square = np.zeros((1, 7, 7, 7), np.float32)
+    square[0, :, :, 1] = 1
+    with pytest.raises(PartsegError, match="read as NHWC and as NCHW; pass layout="):
+        write(square)
+    assert torch.equal(write(square, layout="NHWC").pixels([0], [0], [0])[0], torch.eye(7)[1])
+    assert torch.equal(write(square, layout="NCHW").pixels([0], [0], [0])[0], torch.zeros(7))
+    with pytest.raises(PartsegError, match="layout: expected auto, NHWC or NCHW"):
+        write(array, layout="HWC")
+    assert not (tmp_path / "bad.tmp").exists()
+    with pytest.raises(PartsegError, match="stores no images"):
+        array_cache.images()
+    with pytest.raises(PartsegError, match="stores no latents"):
+        array_cache.latents()
+    assert stale_reason(array_cache.dir, None, {"k": 1}) is None
+    assert stale_reason(array_cache.dir, None, {"k": 1}, ws=torch.zeros(3, 2, 4)) == "no latents stored"
+
+
+def test_reads_never_map_the_file(array_cache, array, monkeypatch):
+    """A memory map put the page-cache folios around each random pixel into the process's RSS,
+    which then grew with the cache size; every read copies with positional reads instead."""
+    def no_map(*args, **kwargs):
+        raise AssertionError("the feature file was memory-mapped")
+
+    monkeypatch.setattr(np, "memmap", no_map)
+    monkeypatch.setattr(mmap, "mmap", no_map)
+    assert torch.equal(every_read(array_cache)["iter_batches"], as_nchw(array))
+
+
+def test_seek_and_read_fallback_gives_the_same_values(array_cache, monkeypatch):
+    """Windows has no os.pread: the cache seeks and reads under its lock instead."""
+    expected = every_read(array_cache)
+    array_cache.close()
+    monkeypatch.setattr(cache_module, "_HAS_PREAD", False)
+    monkeypatch.delattr(os, "pread")
+    for name, value in every_read(array_cache).items():
+        assert torch.equal(value, expected[name]), name
+
+
+@pytest.mark.skipif(not hasattr(os, "pread"), reason="counts os.pread calls")
+def test_one_read_per_pixel_tile_row_and_band_of_rows(array_cache, array, monkeypatch):
+    reference = as_nchw(array)
+    reads = []
+    original = os.pread
+
+    def counting(fd, size, offset):
+        reads.append(size)
+        return original(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    row_bytes = 6 * 7 * 2
+    assert torch.equal(array_cache.batch_features([0, 2]), reference[[0, 2]])
+    assert reads == [6 * row_bytes] * 2  # a whole image fits one band: one read per image
+    reads.clear()
+    monkeypatch.setattr(cache_module, "BAND_BYTES", 4 * row_bytes)
+    assert torch.equal(array_cache.image_rows(1, 0, 6), reference[1])
+    assert reads == [4 * row_bytes, 2 * row_bytes]
+    reads.clear()
+    monkeypatch.setattr(cache_module, "BAND_BYTES", 1)  # smaller than a row: one row per read
+    assert torch.equal(array_cache.image_rows(1, 2, 5), reference[1, :, 2:5])
+    assert reads == [row_bytes] * 3
+    reads.clear()
+    array_cache.tiles([0], [1], [2], 3)
+    assert reads == [3 * 7 * 2] * 3  # a tile: one read per tile row
+    reads.clear()
+    array_cache.pixels([0, 1], [1, 2], [3, 4])
+    assert reads == [7 * 2] * 2  # a pixel: one read
+
+
+def test_positions_outside_the_cache_are_refused(array_cache):
+    with pytest.raises(PartsegError, match=r"image indices must lie in \[0, 3\)"):
+        array_cache.pixels([3], [0], [0])
+    with pytest.raises(PartsegError, match=r"positions must lie in \[0, 5\]"):
+        array_cache.pixels([0], [6], [0])
+    with pytest.raises(PartsegError, match=r"positions must lie in \[0, 3\]"):
+        array_cache.tiles([0], [0], [4], 3)
+    with pytest.raises(PartsegError, match=r"positions must lie in \[0, 5\]"):
+        array_cache.pixels([0], [0], [-1])
+    with pytest.raises(PartsegError, match="rows 4:7 must lie within 0:6"):
+        array_cache.image_rows(0, 4, 7)
+
+
+def test_a_file_truncated_while_open_is_a_clear_error(array_cache):
+    array_cache.pixels([0], [0], [0])
+    with open(array_cache.features_path, "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(PartsegError, match="features.f16: ends before byte"):
+        array_cache.image_features(2)
+    with pytest.raises(PartsegError, match="features.f16: ends before byte"):
+        array_cache.pixels([0, 2], [0, 5], [0, 5])
+
+
+def open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_descriptor_opens_lazily_and_closes(array_cache, array):
+    before = open_descriptors()
+    reopened = FeatureCache(array_cache.dir)
+    assert open_descriptors() == before  # opening a cache reads only its manifest
+    with reopened:
+        reopened.pixels([0], [0], [0])
+        reopened.random_tiles(2, 3, 0)
+        assert open_descriptors() == before + 1  # one descriptor, reused by every read
+    assert open_descriptors() == before
+    assert torch.equal(reopened.image_features(0), as_nchw(array)[0])  # reads after close reopen
+    reopened.close()
+    reopened.close()
+    assert open_descriptors() == before
+    reopened.pixels([0], [0], [0])
+    del reopened
+    assert open_descriptors() == before  # garbage collection closes it too
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_reads_with_its_own_descriptor(array_cache, array):
+    where = (np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([5, 4, 3]))
+    expected = array_cache.pixels(*where).numpy()
+    parent_fd = array_cache._fd
+    os.lseek(parent_fd, 123, os.SEEK_SET)  # pread ignores it; a child that shared it would see it
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: numpy only (no torch ops after a fork), and always _exit
+        code = 1
+        try:
+            values = array_cache.pixels(*where).numpy()
+            own = os.lseek(array_cache._fd, 0, os.SEEK_CUR) == 0  # a file of its own
+            array_cache.close()
+            code = 0 if own and np.array_equal(values, expected) else 3
+        finally:
+            os.write(write_end, bytes([code]))
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    result = os.read(read_end, 1)
+    os.close(read_end)
+    assert status == 0 and result == bytes([0])
+    assert array_cache._fd == parent_fd  # the child's close left the parent's descriptor open
+    assert np.array_equal(array_cache.pixels(*where).numpy(), expected)
+
+
+def test_a_pickled_cache_reads_the_same_values(array_cache, array):
+    array_cache.pixels([0], [0], [0])  # the descriptor is open; it does not travel
+    copy = pickle.loads(pickle.dumps(array_cache))
+    assert copy._fd is None
+    assert torch.equal(copy.batch_features([1, 2]), as_nchw(array)[[1, 2]])
+    copy.close()

@@ -15,11 +15,16 @@ number of images and the resolution. A cache is one folder:
 
 Writing streams: batch by batch, features go from the extractor's fp16 buffer to the file
 with plain sequential writes (not through a writable memory map, whose dirty pages would count
-in the process's RSS and grow with N). Reading maps the file only for the duration of one call
-and copies out just the requested slices, so the pages touched are released when it returns.
-The folder is built under a temporary name and renamed into place: a killed build leaves no
-cache that looks finished. A cache whose manifest does not match the generator, the params,
-the layers, the resolution or the latents is rebuilt, with the reason logged.
+in the process's RSS and grow with N). `write_cache_from_arrays` writes the same format from an
+array already in memory (tests, benchmarks, features computed elsewhere); such a cache has no
+images or latents. The folder is built under a temporary name and renamed into place: a killed
+build leaves no cache that looks finished. A cache whose manifest does not match the generator,
+the params, the layers, the resolution or the latents is rebuilt, with the reason logged.
+
+Reading never maps the features file: each call copies the requested values out with positional
+reads (`os.pread`) on one file descriptor per FeatureCache, one read per pixel (its C values are
+contiguous), per tile row, or per band of image rows. The pages read stay in the OS page cache,
+outside the process, so the reader's RSS does not grow with the cache (see FeatureCache).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -174,6 +180,64 @@ def _append(handle, array: np.ndarray) -> None:
     handle.flush()
 
 
+def write_cache_from_arrays(out_dir: str | os.PathLike, features, *, layers: Sequence[str],
+                            channels_per_layer: Sequence[int], params: dict | None = None,
+                            layout: str = "auto") -> "FeatureCache":
+    """Write `features` [N, R, R, C] or [N, C, R, R] as a new cache at `out_dir` (replacing any
+    previous one) and open it. `features`: a numpy array, a torch tensor, or anything with a
+    `.shape` whose `[i]` gives image i (a lazy source larger than RAM).
+
+    C must equal sum(channels_per_layer); `layout` ("NHWC", "NCHW" or "auto") says which axis
+    holds it, and "auto" tells them apart by that sum (R == C is ambiguous: name the layout).
+    Written one image at a time in fp16. The cache records no generator, images or latents.
+    """
+    layers, channels_per_layer = list(layers), [int(c) for c in channels_per_layer]
+    if len(layers) != len(channels_per_layer):
+        raise PartsegError(f"write_cache_from_arrays: {len(layers)} layers but "
+                           f"{len(channels_per_layer)} channels_per_layer entries")
+    channels_last = _channels_last(tuple(features.shape), sum(channels_per_layer), layout)
+    count, resolution = int(features.shape[0]), int(features.shape[1 if channels_last else 2])
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        with open(tmp / FEATURES_FILE, "wb") as handle:
+            for index in range(count):  # one image at a time: no full fp16 copy of the array
+                image = features[index]
+                if isinstance(image, torch.Tensor):
+                    image = image.detach().cpu().numpy()
+                image = np.asarray(image) if channels_last else np.asarray(image).transpose(1, 2, 0)
+                _append(handle, image.astype(FEATURE_DTYPE))
+            os.fsync(handle.fileno())
+        manifest = {
+            "format_version": FORMAT_VERSION, "layers": layers,
+            "channels_per_layer": channels_per_layer, "resolution": resolution,
+            "num_channels": sum(channels_per_layer), "num_images": count,
+            "dtype": np.dtype(FEATURE_DTYPE).name, "layout": "NHWC",
+            "features_file": FEATURES_FILE, "images_file": None, "image_size": None,
+            "latents_file": None, "noises_file": None, "generator_checksum": None,
+            "params": _normalised(params or {}), "extra": {},
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return FeatureCache(out_dir)
+
+
+def _channels_last(shape: tuple, channels: int, layout: str) -> bool:
+    """Whether an [N, ., ., .] feature array of this shape holds its `channels` last."""
+    if layout not in ("auto", "NHWC", "NCHW"):
+        raise PartsegError("write_cache_from_arrays layout: expected auto, NHWC or NCHW, "
+                           f"got {layout!r}")
+    fits = {"NHWC": len(shape) == 4 and shape[3] == channels and shape[1] == shape[2],
+            "NCHW": len(shape) == 4 and shape[1] == channels and shape[2] == shape[3]}
+    candidates = [name for name, fit in fits.items() if fit and layout in ("auto", name)]
+    if len(candidates) == 2:
+        raise PartsegError(f"write_cache_from_arrays: features of shape {list(shape)} read as NHWC "
+                           "and as NCHW; pass layout=")
+    if not candidates:
+        raise PartsegError(f"write_cache_from_arrays: features of shape {list(shape)} are not "
+                           f"[N, R, R, C] or [N, C, R, R] with C = sum(channels_per_layer) = "
+                           f"{channels}" + ("" if layout == "auto" else f" (layout {layout})"))
+    return candidates[0] == "NHWC"
+
+
 # ----------------------------------------------------------------------------- staleness
 
 def stale_reason(cache_dir: str | os.PathLike, generator_checksum: str, params: dict, *,
@@ -204,6 +268,8 @@ def stale_reason(cache_dir: str | os.PathLike, generator_checksum: str, params: 
             if manifest.get(key) != value:
                 return f"{key} changed ({manifest.get(key)} -> {value})"
     if ws is not None:
+        if manifest.get("latents_file") is None:
+            return "no latents stored"
         if not torch.equal(cache.latents(), extractor.as_wplus(ws).cpu() if extractor else
                            torch.as_tensor(ws, dtype=torch.float32).cpu()):
             return "latents changed"
@@ -251,13 +317,41 @@ def build_or_reuse(out_dir: str | os.PathLike, extractor: FeatureExtractor, ws: 
 
 # ----------------------------------------------------------------------------- reading
 
+# POSIX has positional reads; Windows does not, and seeks then reads under a lock instead.
+_HAS_PREAD = hasattr(os, "pread")
+# Whole-image reads go through a band buffer of about this many bytes of fp16 rows, so reading
+# an image costs its float32 output plus this much, never a second copy of the image.
+BAND_BYTES = 16 << 20
+# One read call asks for at most this much (Linux caps a single read a little under 2 GiB).
+MAX_READ = 1 << 30
+
+
 def _as_rng(rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+def _cast_into(target: np.ndarray, source: np.ndarray) -> None:
+    """target[...] = source (fp16 -> fp32, any strides) through torch: its half-to-float copy
+    is vectorised, numpy's is several times slower."""
+    torch.from_numpy(target).copy_(torch.from_numpy(source))
+
+
 class FeatureCache:
-    """Read access to a cache folder. Every read maps the file for that call only and copies out
-    the requested values as float32 torch tensors; nothing loads a whole file."""
+    """Read access to a cache folder. Reads copy the requested values out of features.f16 with
+    positional reads on one file descriptor and return float32 torch tensors; nothing loads a
+    whole file and nothing maps it.
+
+    Why not a memory map: while a mapped read runs, the kernel maps whole page-cache folios around
+    every random pixel into the process, so the peak RSS of few-shot training grew with the cache
+    size (3.2 GB for a 2.5 GiB cache). A positional read copies just the bytes asked for; the
+    pages stay in the OS page cache, outside the process.
+
+    The descriptor opens on the first read and stays open until `close()` (or the end of a
+    `with` block, or garbage collection); a read after `close()` opens it again. A forked child
+    opens its own on its first read, and a pickled cache travels without it. The descriptor
+    follows the file it opened: a cache rebuilt in place is seen by a new FeatureCache, not by
+    one that has already read (and on Windows, close the old one before rebuilding).
+    """
 
     def __init__(self, cache_dir: str | os.PathLike):
         self.dir = Path(cache_dir)
@@ -278,6 +372,8 @@ class FeatureCache:
         if actual != expected:
             raise PartsegError(f"{self.features_path}: {actual} bytes, manifest implies {expected} "
                                "(truncated or replaced); delete the folder and rerun the features stage")
+        self._pixel_bytes = self.num_channels * np.dtype(FEATURE_DTYPE).itemsize
+        self._reset_descriptor()
 
     def __len__(self) -> int:
         return self.num_images
@@ -290,12 +386,108 @@ class FeatureCache:
     def channels_per_layer(self) -> list[int]:
         return list(self.manifest["channels_per_layer"])
 
-    @contextlib.contextmanager
-    def _mapped(self) -> Iterator[np.memmap]:
-        features = np.memmap(self.features_path, dtype=FEATURE_DTYPE, mode="r", shape=self.shape)
-        # The caller copies out what it needs; when its call returns, the last reference goes and
-        # the file is unmapped, so the pages it read leave the process (the OS may keep them cached).
-        yield features
+    # ------------------------------------------------------------------ the file descriptor
+
+    def _reset_descriptor(self) -> None:
+        """No descriptor yet, a fresh lock, owned by this process."""
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._owner_pid = os.getpid()
+
+    def _descriptor(self) -> int:
+        """The open descriptor of features.f16, opened on first use (and again after a fork)."""
+        if self._owner_pid != os.getpid():
+            self._forget_parent_descriptor()
+        fd = self._fd
+        if fd is None:
+            with self._lock:
+                if self._fd is None:
+                    self._fd = os.open(self.features_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                fd = self._fd
+        return fd
+
+    def _forget_parent_descriptor(self) -> None:
+        """In a forked child: the inherited descriptor shares its file offset with the parent's
+        (seek + read would race with it) and the lock may have been copied while held."""
+        inherited = self._fd
+        self._reset_descriptor()
+        if inherited is not None:
+            with contextlib.suppress(OSError):
+                os.close(inherited)  # the child's copy; the parent's stays open
+
+    def close(self) -> None:
+        """Close the file descriptor (a later read opens it again). Do not call it while another
+        thread is reading from this cache."""
+        if self._owner_pid != os.getpid():
+            self._forget_parent_descriptor()
+            return
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(Exception):  # at interpreter exit, modules may be gone
+                self.close()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in ("_fd", "_lock", "_owner_pid"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset_descriptor()
+
+    # ------------------------------------------------------------------ raw reads
+
+    def _positional_read(self):
+        """read(fd, size, offset) -> bytes, leaving the file offset alone where the OS can."""
+        return os.pread if _HAS_PREAD else self._seek_and_read
+
+    def _seek_and_read(self, fd: int, size: int, offset: int) -> bytes:
+        with self._lock:  # seek and read are two calls on one shared file offset
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, size)
+
+    def _read_into(self, fd: int, target: np.ndarray, offset: int) -> None:
+        """Fill the C-contiguous array `target` with the file's bytes from `offset` on."""
+        view = memoryview(target).cast("B")
+        read = self._positional_read()
+        filled = 0
+        while filled < len(view):
+            data = read(fd, min(len(view) - filled, MAX_READ), offset + filled)
+            if not data:
+                raise PartsegError(f"{self.features_path}: ends before byte {offset + len(view)} "
+                                   "(truncated or replaced while open); delete the folder and rerun "
+                                   "the features stage")
+            view[filled:filled + len(data)] = data
+            filled += len(data)
+
+    def _offset(self, image: int, y: int, x: int) -> int:
+        return ((image * self.resolution + y) * self.resolution + x) * self._pixel_bytes
+
+    def _read_rows_into(self, fd: int, out: np.ndarray, image: int, y0: int, y1: int) -> None:
+        """Rows y0:y1 of one image into `out` float32 [C, y1 - y0, R], one read per band of rows
+        (whole rows are contiguous on disk)."""
+        row_bytes = self.resolution * self._pixel_bytes
+        rows_per_band = max(1, min(y1 - y0, BAND_BYTES // row_bytes))
+        band = np.empty((rows_per_band, self.resolution, self.num_channels), FEATURE_DTYPE)
+        for start in range(y0, y1, rows_per_band):
+            stop = min(y1, start + rows_per_band)
+            rows = band[:stop - start]
+            self._read_into(fd, rows, self._offset(image, start, 0))
+            _cast_into(out[:, start - y0:stop - y0], rows.transpose(2, 0, 1))
+
+    # ------------------------------------------------------------------ validation
 
     def _image_choice(self, images: Sequence[int] | None) -> np.ndarray:
         choice = np.arange(self.num_images) if images is None else np.asarray(images, dtype=np.int64)
@@ -303,11 +495,41 @@ class FeatureCache:
             raise PartsegError(f"{self.dir}: image indices must lie in [0, {self.num_images})")
         return choice
 
+    def _positions(self, img, y, x, size: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(img, y, x) as flat int64 arrays, checked so that a size x size window fits at each."""
+        img, y, x = (np.asarray(v, dtype=np.int64).reshape(-1)
+                     for v in np.broadcast_arrays(np.asarray(img), np.asarray(y), np.asarray(x)))
+        if img.size and (img.min() < 0 or img.max() >= self.num_images):
+            raise PartsegError(f"{self.dir}: image indices must lie in [0, {self.num_images})")
+        last = self.resolution - size
+        if y.size and (min(y.min(), x.min()) < 0 or max(y.max(), x.max()) > last):
+            raise PartsegError(f"{self.dir}: positions must lie in [0, {last}] "
+                               f"(resolution {self.resolution}, window {size})")
+        return img, y, x
+
+    # ------------------------------------------------------------------ public reads
+
     def pixels(self, img: np.ndarray, y: np.ndarray, x: np.ndarray) -> torch.Tensor:
-        """Features at the given pixels: float32 [n, C]."""
-        with self._mapped() as features:
-            values = np.asarray(features[np.asarray(img), np.asarray(y), np.asarray(x)], np.float32)
-        return torch.from_numpy(values)
+        """Features at the given pixels: float32 [n, C] (generally: the broadcast shape of the
+        index arrays, then C). One read per pixel (its C values are contiguous on disk)."""
+        shape = np.broadcast(np.asarray(img), np.asarray(y), np.asarray(x)).shape
+        img, y, x = self._positions(img, y, x)
+        offsets = ((img * self.resolution + y) * self.resolution + x) * self._pixel_bytes
+        out = np.empty((len(offsets), self.num_channels), FEATURE_DTYPE)
+        if out.size:
+            self._read_pixels_into(out, offsets.tolist())
+        return torch.from_numpy(out).float().reshape(*shape, self.num_channels)
+
+    def _read_pixels_into(self, out: np.ndarray, offsets: list[int]) -> None:
+        """The hot loop of pixel training (4096 reads a step): plain reads, no helper per pixel."""
+        fd, read, size = self._descriptor(), self._positional_read(), self._pixel_bytes
+        view = memoryview(out).cast("B")
+        for k, offset in enumerate(offsets):
+            data = read(fd, size, offset)
+            if len(data) == size:
+                view[k * size:(k + 1) * size] = data
+            else:  # a short read: the general reader retries, or says the file is truncated
+                self._read_into(fd, out[k], offset)
 
     def random_pixels(self, n: int, rng, images: Sequence[int] | None = None
                       ) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -319,11 +541,22 @@ class FeatureCache:
         return self.pixels(img, y, x), (img, y, x)
 
     def tiles(self, img: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int) -> torch.Tensor:
-        """size x size tiles with top-left corners (y0, x0): float32 [n, C, size, size]."""
+        """size x size tiles with top-left corners (y0, x0): float32 [n, C, size, size].
+        One read per tile row (size x C contiguous values), one per tile when it spans whole rows."""
+        if not 1 <= size <= self.resolution:
+            raise PartsegError(f"tile size {size} must be between 1 and the feature resolution "
+                               f"{self.resolution} of {self.dir}")
+        img, y0, x0 = self._positions(img, y0, x0, size)
         out = np.empty((len(img), self.num_channels, size, size), dtype=np.float32)
-        with self._mapped() as features:
-            for k, (i, top, left) in enumerate(zip(img, y0, x0)):
-                out[k] = features[i, top:top + size, left:left + size].transpose(2, 0, 1)
+        tile = np.empty((size, size, self.num_channels), FEATURE_DTYPE)
+        fd = self._descriptor()
+        for k, (i, top, left) in enumerate(zip(img.tolist(), y0.tolist(), x0.tolist())):
+            if size == self.resolution:
+                self._read_into(fd, tile, self._offset(i, top, 0))
+            else:
+                for r in range(size):
+                    self._read_into(fd, tile[r], self._offset(i, top + r, left))
+            _cast_into(out[k], tile.transpose(2, 0, 1))
         return torch.from_numpy(out)
 
     def random_tiles(self, n: int, size: int, rng, images: Sequence[int] | None = None
@@ -346,16 +579,21 @@ class FeatureCache:
         """Rows y0:y1 of one image: float32 [C, y1 - y0, R]. At paper scale one whole image is
         5.3 GB in fp32; inference can walk it in bands of rows instead."""
         self._image_choice([index])
-        with self._mapped() as features:
-            values = np.asarray(features[index, y0:y1], dtype=np.float32).transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(values))
+        if not 0 <= y0 <= y1 <= self.resolution:
+            raise PartsegError(f"{self.dir}: rows {y0}:{y1} must lie within 0:{self.resolution}")
+        out = np.empty((self.num_channels, y1 - y0, self.resolution), np.float32)
+        self._read_rows_into(self._descriptor(), out, int(index), int(y0), int(y1))
+        return torch.from_numpy(out)
 
     def batch_features(self, indices: Sequence[int]) -> torch.Tensor:
         """Features of several images: float32 [B, C, R, R]."""
         indices = self._image_choice(list(indices))
-        with self._mapped() as features:
-            values = np.asarray(features[indices], dtype=np.float32).transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(values))
+        out = np.empty((len(indices), self.num_channels, self.resolution, self.resolution),
+                       np.float32)
+        fd = self._descriptor()
+        for slot, index in zip(out, indices.tolist()):
+            self._read_rows_into(fd, slot, index, 0, self.resolution)
+        return torch.from_numpy(out)
 
     def iter_batches(self, batch_size: int = 8) -> Iterator[tuple[range, torch.Tensor]]:
         """(indices, float32 [B, C, R, R]) over all images in order, one batch in memory at a time."""
@@ -369,12 +607,18 @@ class FeatureCache:
 
     def images(self, indices: Sequence[int] | None = None) -> np.ndarray:
         """The rendered images, uint8 [n, H, W, 3] (all when `indices` is None)."""
-        stored = np.load(self.dir / self.manifest.get("images_file", IMAGES_FILE), mmap_mode="r")
+        name = self.manifest.get("images_file", IMAGES_FILE)
+        if name is None:
+            raise PartsegError(f"{self.dir}: this cache stores no images (written from arrays)")
+        stored = np.load(self.dir / name, mmap_mode="r")
         return np.array(stored if indices is None else stored[self._image_choice(list(indices))])
 
     def latents(self) -> torch.Tensor:
         """The W+ latents the features were computed from, float32 [N, n_latent, style_dim]."""
-        return torch.load(self.dir / self.manifest["latents_file"], map_location="cpu")
+        name = self.manifest.get("latents_file")
+        if name is None:
+            raise PartsegError(f"{self.dir}: this cache stores no latents (written from arrays)")
+        return torch.load(self.dir / name, map_location="cpu")
 
     def noises(self) -> list[torch.Tensor] | None:
         """The per-image noise maps used, or None for the generator's constant noise."""
