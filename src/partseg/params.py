@@ -57,7 +57,7 @@ class TrainGanParams:
                              low=64)
     channel_max: int = knob(128, "widest layer (512 in the published models)", low=8)
     batch_size: int = knob(16, "images per step", low=1, high=256)
-    steps: int = knob(1500, "training steps (resume continues up to this count)", low=1)
+    steps: int = knob(4000, "training steps (resume continues up to this count)", low=1)
     lr: float = knob(0.002, "Adam learning rate of G and D", low=0.0, high=1.0)
     r1_gamma: float = knob(0.05, "R1 penalty weight", low=0.0)
     r1_every: int = knob(16, "lazy R1: penalty every N steps", low=1)
@@ -156,7 +156,7 @@ class TrainAutoshotParams:
     unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "segmenter architecture"})
     augment: AugmentParams = field(default_factory=AugmentParams,
                                    metadata={"help": "geometric and colour augmentation"})
-    steps: int = knob(1500, "optimiser steps", low=1)
+    steps: int = knob(3000, "optimiser steps", low=1)
     batch_size: int = knob(32, "images per step", low=1)
     lr: float = knob(0.001, "Adam learning rate", low=0.0)
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
@@ -166,7 +166,7 @@ class TrainAutoshotParams:
 @dataclass
 class BaselinesParams:
     label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
-    steps: int = knob(1500, "optimiser steps of each UNet (same as auto-shot by default)", low=1)
+    steps: int = knob(3000, "optimiser steps of each UNet (same as auto-shot by default)", low=1)
     seed: int = knob(0, "seed", low=0)
 
 
