@@ -6,7 +6,6 @@ Sample i depends only on (sample.seed, i): asking for more samples keeps the fir
 
 from pathlib import Path
 
-import torch
 
 from partseg.io import atomic_dir, save_png, save_torch
 from partseg.stage import log, run_stage, stage_parser

@@ -243,7 +243,7 @@ def test_writes_outside_the_folder_are_refused(server, folder, tmp_path):
 
 @pytest.mark.parametrize("body, kind, status, message", [
     (np.zeros((HEIGHT, WIDTH + 1), np.uint8).tobytes(), "application/octet-stream", 400, "bytes"),
-    (png(np.zeros((WIDTH, HEIGHT), np.uint8)), "image/png", 422, f"mask is 6x8 but image s0 is 8x6"),
+    (png(np.zeros((WIDTH, HEIGHT), np.uint8)), "image/png", 422, "mask is 6x8 but image s0 is 8x6"),
     (json.dumps({"mask": np.zeros((HEIGHT - 1, WIDTH), int).tolist()}).encode(), "application/json",
      422, "mask is 8x5"),
 ], ids=["raw", "png", "json"])

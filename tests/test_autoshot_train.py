@@ -14,15 +14,6 @@ from partseg.errors import PartsegError
 TINY = {"base_channels": 8, "depth": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: on a shared 2-core machine, thread hand-offs cost more than the maths."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def squares(n=4, size=16, seed=0):
     """Noisy images of two coloured squares on grey; masks are the squares' classes (0,1,2)."""
     rng = np.random.default_rng(seed)

@@ -18,18 +18,13 @@ from partseg.features import (FeatureCache, FeatureExtractor, build_or_reuse, ca
 from partseg.features import cache as cache_module
 from partseg.features.cache import write_cache_from_arrays
 from partseg.gan import Generator, sample_images
-from partseg.gan.layers import NoiseInjection
+from conftest import tiny_generator as make_tiny_generator
 
 PARAMS = {"layers": "all", "resolution": 8, "seed": 0}
 
 
 def tiny_generator(seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    G = Generator(16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16).eval()
-    for module in G.modules():
-        if isinstance(module, NoiseInjection):
-            module.weight.data.fill_(0.5)
-    return G
+    return make_tiny_generator(16, seed)
 
 
 @pytest.fixture(scope="module")

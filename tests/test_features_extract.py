@@ -7,17 +7,7 @@ import torch.nn.functional as F
 from partseg.errors import PartsegError
 from partseg.features import FeatureExtractor, resize_feature_map, select_layers
 from partseg.gan import Generator, sample_images
-from partseg.gan.layers import NoiseInjection
-
-
-def tiny_generator(size: int = 16, seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    G = Generator(size, style_dim=16, n_mlp=2, channel_base=128, channel_max=16).eval()
-    # Random init leaves the noise strengths at 0; make noise matter so "const" is tested.
-    for module in G.modules():
-        if isinstance(module, NoiseInjection):
-            module.weight.data.fill_(0.5)
-    return G
+from conftest import tiny_generator
 
 
 @pytest.fixture(scope="module")

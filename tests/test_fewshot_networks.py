@@ -13,16 +13,6 @@ from partseg.fewshot.ensemble import js_divergence
 from partseg.fewshot.normalize import ChannelStandardize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread, or the CPU cores shared with other jobs are oversubscribed
-    (two threads made these tests ten times slower on a loaded 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def linear_widths(model):
     return [(layer.in_features, layer.out_features) for layer in model.modules()
             if isinstance(layer, torch.nn.Linear)]

@@ -20,16 +20,6 @@ FAST = {"linear": dict(steps=150, lr=1e-2), "mlp": dict(steps=100), "mlp2": dict
         "cnn": dict(steps=100)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread, or the CPU cores shared with other jobs are oversubscribed
-    (two threads made these tests ten times slower on a loaded 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def write_cache(folder: Path, features: np.ndarray, layers=("convs.0",)) -> FeatureCache:
     """A cache folder in the features stage's format: raw fp16 [N,R,R,C] plus a manifest."""
     n, r, _, c = features.shape

@@ -10,8 +10,7 @@ import torch
 from partseg.errors import PartsegError
 from partseg.gan import Discriminator, Generator, load_discriminator, load_generator, save_checkpoint
 from partseg.gan.checkpoint import infer_generator_config
-from test_gan_reference import (rosinality_generator_state, single_thread,  # noqa: F401
-                                write_rosinality_checkpoint)
+from test_gan_reference import rosinality_generator_state, write_rosinality_checkpoint
 
 TINY = dict(size=16, style_dim=8, n_mlp=2, channel_base=128, channel_max=16)
 

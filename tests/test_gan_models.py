@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from partseg.gan import Discriminator, Generator
-from test_gan_reference import single_thread  # noqa: F401  (autouse fixture)
 
 DEMO = dict(size=32, style_dim=128, n_mlp=4, channel_base=1024, channel_max=128)
 

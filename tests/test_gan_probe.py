@@ -8,7 +8,6 @@ import torch
 
 from partseg.gan import Generator
 from partseg.gan.probe import iou_scores, linear_probe, render_with_features, train_labeler
-from test_gan_reference import single_thread  # noqa: F401  (autouse fixture)
 
 
 def test_iou_scores_by_hand():

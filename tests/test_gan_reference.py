@@ -234,15 +234,6 @@ import pytest  # noqa: E402
 from partseg.gan import load_discriminator, load_generator  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin-wait on each other
-    and tiny models run several times slower (measured: 3.6 s vs 23 s for the same run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 SIZE, STYLE_DIM, N_MLP = 32, 16, 3
 # channel_base 512, channel_max 32: 32/32/32/16 channels at 4/8/16/32 px
 WIDTHS = {4: 32, 8: 32, 16: 32, 32: 16}

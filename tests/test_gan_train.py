@@ -15,7 +15,6 @@ from partseg.errors import PartsegError
 from partseg.gan import Generator, load_discriminator, load_generator, sample_images, train_gan
 from partseg.gan.train import LOG_COLUMNS
 from partseg.io import save_png
-from test_gan_reference import single_thread  # noqa: F401  (autouse fixture)
 
 TINY = dict(size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16, batch_size=4,
             r1_every=2, pl_every=2, pl_weight=1.0, seed=3)

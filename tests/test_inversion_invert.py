@@ -6,8 +6,8 @@ import torch
 
 from partseg.errors import PartsegError
 from partseg.features import FeatureExtractor
-from partseg.gan import Discriminator, Generator, images_to_uint8, sample_images
-from partseg.gan.layers import NoiseInjection
+from partseg.gan import Discriminator, images_to_uint8, sample_images
+from conftest import tiny_generator
 from partseg.inversion import (images_to_tensor, invert_images, learning_rate,
                                noise_regularisation, normalise_noises, psnr)
 
@@ -16,12 +16,7 @@ STEPS = 40
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    G = Generator(16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16).eval()
-    for module in G.modules():
-        if isinstance(module, NoiseInjection):
-            module.weight.data.fill_(0.1)
-    return G
+    return tiny_generator(16, seed=0, noise_strength=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from partseg import cli
@@ -33,16 +32,11 @@ def squares(n, size=RESOLUTION, seed=0):
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A tiny segmenter that knows the two coloured squares (trained for a second or two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        images, masks = squares(6)
-        model, _ = train_segmenter(images, masks, num_classes=3, target_kind="hard",
-                                   unet_config={"base_channels": 8, "depth": 2}, steps=60,
-                                   batch_size=6, lr=1e-2, weight_decay=0.0, augment=None, seed=0,
-                                   device="cpu")
-    finally:
-        torch.set_num_threads(threads)
+    images, masks = squares(6)
+    model, _ = train_segmenter(images, masks, num_classes=3, target_kind="hard",
+                               unet_config={"base_channels": 8, "depth": 2}, steps=60,
+                               batch_size=6, lr=1e-2, weight_decay=0.0, augment=None, seed=0,
+                               device="cpu")
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_segmenter(path, model, {"class_names": ["background", "red", "green"],
                                  "resolution": RESOLUTION})
