@@ -29,7 +29,8 @@ def build(args, params):
                                seed=options.seed + args.shard, batch_size=options.batch_size,
                                truncation=options.truncation,
                                drop_uncertain=options.drop_uncertain, device=device)
-    log(f"[synthesize] shard {args.shard}: {summary}")
+    log(f"[synthesize] shard {args.shard}: " + ", ".join(
+        f"{key}={value}" for key, value in summary.items() if not isinstance(value, (list, dict))))
 
 
 if __name__ == "__main__":
