@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,3 +32,17 @@ def tiny_generator(size: int = 16, seed: int = 0, noise_strength: float = 0.5) -
         if isinstance(module, NoiseInjection):
             module.weight.data.fill_(noise_strength)
     return generator
+
+
+def two_squares(n: int = 4, size: int = 16, seed: int = 0, noise: int = 15):
+    """Noisy images of two coloured squares on grey; masks are the squares' classes (0, 1, 2)."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([(60, 60, 60), (200, 40, 40), (40, 200, 40)])
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        for k in (1, 2):
+            y, x = rng.integers(0, size - 6, 2)
+            masks[i, y:y + 6, x:x + 6] = k
+    jitter = rng.integers(-noise, noise + 1, (n, size, size, 3))
+    images = np.clip(colours[masks] + jitter, 0, 255).astype(np.uint8)
+    return images, masks

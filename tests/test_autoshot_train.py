@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import two_squares
 
 from partseg.autoshot import train as train_module
 from partseg.autoshot.train import (ArrayStack, learning_rate, load_segmenter, predict_labels,
@@ -15,17 +16,7 @@ TINY = {"base_channels": 8, "depth": 2}
 
 
 def squares(n=4, size=16, seed=0):
-    """Noisy images of two coloured squares on grey; masks are the squares' classes (0,1,2)."""
-    rng = np.random.default_rng(seed)
-    colours = np.array([(60, 60, 60), (200, 40, 40), (40, 200, 40)])
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        for k in (1, 2):
-            y, x = rng.integers(0, size - 6, 2)
-            masks[i, y:y + 6, x:x + 6] = k
-    noise = rng.integers(-15, 16, (n, size, size, 3))
-    images = np.clip(colours[masks] + noise, 0, 255).astype(np.uint8)
-    return images, masks
+    return two_squares(n, size, seed, noise=15)
 
 
 def logits_from_masks(masks, num_classes=3, sharpness=6.0):

@@ -12,21 +12,14 @@ from PIL import Image
 from partseg import cli
 from partseg.autoshot.train import save_segmenter, train_segmenter
 from partseg.io import read_mask
+from conftest import two_squares
 from partseg.segment import Segmenter, expand_inputs, segment_paths
 
 RESOLUTION = 16
 
 
 def squares(n, size=RESOLUTION, seed=0):
-    rng = np.random.default_rng(seed)
-    colours = np.array([(60, 60, 60), (200, 40, 40), (40, 200, 40)])
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        for k in (1, 2):
-            y, x = rng.integers(0, size - 6, 2)
-            masks[i, y:y + 6, x:x + 6] = k
-    images = np.clip(colours[masks] + rng.integers(-10, 11, (n, size, size, 3)), 0, 255)
-    return images.astype(np.uint8), masks
+    return two_squares(n, size, seed, noise=10)
 
 
 @pytest.fixture(scope="module")
