@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.io import atomic_dir, atomic_path, save_json, save_torch
+from partseg.io import atomic_dir, atomic_path, save_json, save_png, save_torch
 from partseg.stage import available_splits, log, run_stage, stage_parser
 
 
-def invert_split(split_dir: Path, out_dir: Path, images, stems, generator, discriminator,
+def invert_split(out_dir: Path, images, stems, generator, discriminator,
                  extractor, checksum, params, device) -> float:
     from partseg.features import write_feature_cache
     from partseg.inversion import invert_images
@@ -32,8 +32,6 @@ def invert_split(split_dir: Path, out_dir: Path, images, stems, generator, discr
         pd.DataFrame({"stem": stems, "psnr": result["psnr"]}).to_csv(tmp, index=False)
     shown = min(8, len(stems))
     grid = image_grid([list(images[:shown]), list(result["reconstructions"][:shown])])
-    from partseg.io import save_png
-
     save_png(grid, out_dir / "reconstructions.png")
     write_feature_cache(out_dir / "cache", extractor, result["wplus"].to(device),
                         noises=result.get("noises"), batch_size=16,
@@ -57,7 +55,7 @@ def build(args, params):
         for split in available_splits(args.dataset, params.invert_test.splits, "invert_test"):
             images, _, stems = load_split_arrays(args.dataset, split,
                                                  limit=params.invert_test.n_images)
-            psnr = invert_split(Path(args.dataset) / split, tmp / split, images, list(stems),
+            psnr = invert_split(tmp / split, images, list(stems),
                                 generator, discriminator, extractor, checksum, params, device)
             log(f"[invert_test] {split}: {len(stems)} images, mean PSNR {psnr:.2f} dB")
 

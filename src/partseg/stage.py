@@ -8,12 +8,10 @@ to the threads Snakemake granted, seeds, logs what it is doing, and reports its 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from typing import Callable
 
-import numpy as np
 
 from partseg.errors import exit_on_user_error
 from partseg.params import Params, load_params
@@ -43,14 +41,6 @@ def available_splits(dataset_dir, splits: list[str], stage: str) -> list[str]:
         if split not in present:
             log(f"[{stage}] note: split '{split}' has no masks in {dataset_dir}; skipped")
     return present
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def run_stage(name: str, parser: argparse.ArgumentParser,
