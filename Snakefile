@@ -133,13 +133,38 @@ rule baselines:
         "--snapshots checkpoints/baselines --out {output} 2>&1 | tee {log}"
 
 
+rule train_annotator:
+    input:
+        code="stages/train_annotator.py",
+        pretrained="data/pretrained/annotator",
+        dataset="data/dataset",
+    output:
+        directory("results/train_annotator"),
+    params:
+        section("data", "train_annotator"),
+    log:
+        f"{LOGS}/train_annotator.log",
+    benchmark:
+        f"{BENCH}/train_annotator.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=2 * 60,
+        gpu=GPUS,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.train_annotator --threads {threads} --dataset {input.dataset} "
+        "--snapshots checkpoints/train_annotator --out {output} 2>&1 | tee {log}"
+
+
 rule annotate:
     input:
         code="stages/annotate.py",
         dataset="data/dataset",
         generator="results/train_gan",
         samples="results/sample",
-        annotator="results/baselines",
+        annotator="results/train_annotator",
         manual_dir=config["annotate"]["manual_dir"],
     output:
         directory("results/annotate"),
@@ -158,7 +183,7 @@ rule annotate:
     shell:
         "python -m stages.annotate --threads {threads} --dataset {input.dataset} "
         "--generator {input.generator} --samples {input.samples} "
-        "--annotator {input.annotator}/unet_full.pt --out {output} 2>&1 | tee {log}"
+        "--annotator {input.annotator}/annotator.pt --out {output} 2>&1 | tee {log}"
 
 
 rule features:

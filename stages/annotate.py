@@ -1,13 +1,22 @@
 """Stage annotate: the k annotated images (the shots) and their latents.
 
 annotate.source decides who annotates:
-  manual     a person paints masks for the first k samples (`partseg annotate`); missing masks
-             stop the pipeline with the list of files to paint, where and the class ids.
+  manual     a person paints masks on k of the sample.n generated candidates
+             (`partseg annotate`); until k are painted the pipeline stops, lists the candidates
+             in the order it suggests, and says where to paint them and the class ids.
   inverted   k labelled real images are inverted into the GAN and keep their own masks
              (HandsOff's approach, for users who already have a few labelled images).
-  simulated  demo data only: the fully supervised UNet (stage baselines, all labels) labels the
-             k samples, standing in for a person. Named as such in every output.
-Writes results/annotate/{images,masks}/<stem>.png, latents.pt and annotations.json.
+  simulated  demo data only: the simulated annotator (stage train_annotator, a UNet trained on
+             thousands of rendered faces) labels the candidates, standing in for a person.
+             Named as such in every output.
+annotate.pick decides which candidates become the shots, as a person would choose them:
+  auto       simulated: the candidates whose masks show the most parts (then the annotator's
+             confidence); manual: the candidates the discriminator finds most realistic are
+             suggested, and the shots are the ones painted.
+  first      the first k candidates (sample_000, ...), the paper's blind choice.
+  [stems]    exactly these candidates, e.g. [sample_004].
+Writes results/annotate/{images,masks}/<stem>.png, latents.pt, annotations.json (the choice and
+every candidate's score) and shots.png (the shots and their masks, enlarged).
 """
 
 import shutil
@@ -21,11 +30,48 @@ from partseg.io import atomic_dir, atomic_path, read_image, read_mask, save_json
 from partseg.stage import log, run_stage, stage_parser
 
 
-def first_k_samples(sample_dir: Path, k: int) -> dict:
+MIN_PART_PIXELS = 2  # a part "shows" in a mask when it covers at least this many pixels
+
+
+def load_candidates(sample_dir: Path) -> dict:
+    """All generated candidates: stems, images (list of HxWx3 uint8) and W+ latents."""
     latents = torch.load(sample_dir / "latents.pt", weights_only=True)
-    stems = latents["stems"][:k]
+    stems = list(latents["stems"])
     images = [read_image(sample_dir / "images" / f"{stem}.png") for stem in stems]
-    return {"stems": stems, "images": images, "wplus": latents["wplus"][:k]}
+    return {"stems": stems, "images": images, "wplus": latents["wplus"]}
+
+
+def select(candidates: dict, indices: list[int]) -> dict:
+    return {"stems": [candidates["stems"][i] for i in indices],
+            "images": [candidates["images"][i] for i in indices],
+            "wplus": candidates["wplus"][indices]}
+
+
+def named_indices(stems: list[str], wanted: list[str], k: int) -> list[int]:
+    """The candidates annotate.pick names, checked: k of them, each a sample stem."""
+    unknown = [stem for stem in wanted if stem not in stems]
+    if unknown:
+        raise PartsegError(f"params key annotate.pick: {', '.join(unknown)} is not a generated "
+                           f"sample; the candidates are {', '.join(stems)}")
+    if len(wanted) != k:
+        raise PartsegError(f"params key annotate.pick: names {len(wanted)} samples but "
+                           f"annotate.k is {k}")
+    return [stems.index(stem) for stem in wanted]
+
+
+def coverage_scores(masks: list[np.ndarray], confidence: list[float]) -> list[dict]:
+    """Per candidate: how many part classes its mask shows, and the annotator's confidence."""
+    scores = []
+    for mask, sure in zip(masks, confidence):
+        counts = np.bincount(mask[mask != 255].ravel(), minlength=1)
+        shown = int((counts[1:] >= MIN_PART_PIXELS).sum())  # background not counted
+        scores.append({"parts_shown": shown, "confidence": round(float(sure), 4)})
+    return scores
+
+
+def rank(scores: list[dict], keys: tuple[str, ...]) -> list[int]:
+    """Candidate indices, best first by `keys` (higher is better); ties keep sample order."""
+    return sorted(range(len(scores)), key=lambda i: tuple(-scores[i][key] for key in keys))
 
 
 def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Path,
@@ -41,20 +87,25 @@ def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Pa
         shutil.copyfile(classes_file, tmp)
 
 
-def manual_masks(samples: dict, sample_dir: Path, manual_dir: Path, classes: list[str],
-                 classes_file: Path) -> list[np.ndarray]:
-    mask_paths = [manual_dir / "masks" / f"{stem}.png" for stem in samples["stems"]]
-    missing = [p for p in mask_paths if not p.exists()]
-    if missing:
-        export_for_manual_annotation(samples, sample_dir, manual_dir, classes_file)
-        ids = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
-        raise PartsegError(
-            f"{len(missing)} of {len(mask_paths)} masks to annotate are missing: "
-            f"{', '.join(str(p) for p in missing)}. The images are in {manual_dir / 'images'}; "
-            f"run `partseg annotate --dir {manual_dir}` to paint them (or save uint8 PNG masks "
-            f"with class ids {ids}; 255 = ignore), then rerun the pipeline")
+def missing_masks_message(painted: int, k: int, offered: list[str], manual_dir: Path,
+                          classes: list[str], any_of: bool) -> str:
+    ids = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
+    if any_of:
+        what = (f"{painted} of the {k} shots are painted. Choose {k - painted} more of the "
+                f"{len(offered)} candidates in {manual_dir / 'images'} and paint them (suggested, "
+                f"best first: {', '.join(offered)})")
+    else:
+        missing = [str(manual_dir / "masks" / f"{stem}.png") for stem in offered]
+        what = f"{k - painted} of {k} masks to annotate are missing: {', '.join(missing)}"
+    return (f"{what}. Run `partseg annotate --dir {manual_dir}` to paint them (or save uint8 PNG "
+            f"masks with class ids {ids}; 255 = ignore), then rerun the pipeline")
+
+
+def read_manual_masks(shots: dict, manual_dir: Path, classes: list[str],
+                      classes_file: Path) -> list[np.ndarray]:
     masks = []
-    for path, image in zip(mask_paths, samples["images"]):
+    for stem, image in zip(shots["stems"], shots["images"]):
+        path = manual_dir / "masks" / f"{stem}.png"
         mask = read_mask(path)
         if mask.shape != image.shape[:2]:
             raise PartsegError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
@@ -67,14 +118,71 @@ def manual_masks(samples: dict, sample_dir: Path, manual_dir: Path, classes: lis
     return masks
 
 
-def simulated_masks(samples: dict, annotator_path: Path) -> list[np.ndarray]:
+def simulated_annotations(images: list[np.ndarray], annotator_path: Path
+                          ) -> tuple[list[np.ndarray], list[float]]:
+    """The simulated annotator's masks of `images`, and its mean confidence on each."""
     from partseg.autoshot.train import load_segmenter, predict_labels
     from partseg.device import resolve_device
 
     device = resolve_device()
     annotator = load_segmenter(annotator_path, device)
-    return [labels for labels, _ in predict_labels(annotator, np.stack(samples["images"]),
-                                                    batch_size=16, device=device)]
+    results = predict_labels(annotator, np.stack(images), batch_size=64, device=device,
+                             return_probs=True)
+    return [labels for labels, _ in results], [float(probs.max(0).mean()) for _, probs in results]
+
+
+def realism_scores(images: list[np.ndarray], generator_dir: Path) -> list[dict] | None:
+    """The discriminator's logit per image (higher = more like the training data), or None
+    when the checkpoint has no discriminator."""
+    from partseg.device import resolve_device
+    from partseg.gan import load_discriminator
+
+    device = resolve_device()
+    discriminator = load_discriminator(generator_dir / "generator.pt", device)
+    if discriminator is None:
+        return None
+    batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        logits = discriminator(batch).reshape(-1).cpu().tolist()
+    return [{"realism": round(float(v), 4)} for v in logits]
+
+
+def simulated_shots(candidates: dict, pick, k: int, annotator_path: Path) -> tuple[dict, dict]:
+    log("[annotate] SIMULATED annotator: a UNet trained on rendered faces labels the candidates "
+        "(demo data only; stands in for a person)")
+    masks, confidence = simulated_annotations(candidates["images"], annotator_path)
+    scores = coverage_scores(masks, confidence)
+    if isinstance(pick, list):
+        chosen = named_indices(candidates["stems"], pick, k)
+    else:
+        chosen = rank(scores, ("parts_shown", "confidence"))[:k] if pick == "auto" else list(range(k))
+    shots = select(candidates, chosen)
+    shots["masks"] = [masks[i] for i in chosen]
+    return shots, {stem: score for stem, score in zip(candidates["stems"], scores)}
+
+
+def manual_shots(candidates: dict, pick, k: int, args, options, classes) -> tuple[dict, dict]:
+    """A person's masks. pick auto offers every candidate, most realistic first, and the shots
+    are whichever k the person painted; first / named candidates must all be painted."""
+    stems, manual_dir = candidates["stems"], Path(options.manual_dir)
+    classes_file = Path(args.dataset) / "classes.yaml"
+    scores = realism_scores(candidates["images"], Path(args.generator))
+    if isinstance(pick, list):
+        offered = named_indices(stems, pick, k)
+    elif pick == "auto":
+        offered = rank(scores, ("realism",)) if scores else list(range(len(stems)))
+    else:
+        offered = list(range(k))
+    painted = [i for i in offered if (manual_dir / "masks" / f"{stems[i]}.png").exists()]
+    if len(painted) < k:
+        export_for_manual_annotation(select(candidates, offered), Path(args.samples), manual_dir,
+                                     classes_file)
+        waiting = [stems[i] for i in offered if i not in painted]
+        raise PartsegError(missing_masks_message(len(painted), k, waiting, manual_dir, classes,
+                                                 any_of=pick == "auto"))
+    shots = select(candidates, painted[:k])
+    shots["masks"] = read_manual_masks(shots, manual_dir, classes, classes_file)
+    return shots, dict(zip(stems, scores)) if scores else {}
 
 
 def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion) -> dict:
@@ -98,32 +206,44 @@ def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion) ->
             "wplus": result["wplus"], "noises": result.get("noises")}
 
 
+def shots_picture(shots: dict, classes: list[str]) -> np.ndarray:
+    """The shots and their masks side by side, enlarged, with the legend: what the few-shot
+    network learns from, large enough to judge."""
+    from partseg.visualize import colorize, overlay, titled_grid
+
+    rows = [[image, colorize(mask), overlay(image, mask)]
+            for image, mask in zip(shots["images"], shots["masks"])]
+    upscale = max(1, 256 // shots["images"][0].shape[0])
+    grid = titled_grid(rows, ["shot", "its mask", "overlay"], classes, upscale=upscale)
+    return grid
+
+
 def build(args, params):
     from partseg.data.folder import load_classes
 
     options, dataset_dir = params.annotate, Path(args.dataset)
     classes = load_classes(dataset_dir)
+    scores = {}
     if options.source == "inverted":
         shots = inverted_shots(dataset_dir, Path(args.generator), options.k, params.inversion)
+    elif options.source == "manual":
+        shots, scores = manual_shots(load_candidates(Path(args.samples)), options.pick,
+                                     options.k, args, options, classes)
     else:
-        shots = first_k_samples(Path(args.samples), options.k)
-        if options.source == "manual":
-            shots["masks"] = manual_masks(shots, Path(args.samples), Path(options.manual_dir),
-                                          classes, dataset_dir / "classes.yaml")
-        else:
-            log("[annotate] SIMULATED annotator: the fully supervised UNet labels the samples "
-                "(demo data only; stands in for a person)")
-            shots["masks"] = simulated_masks(shots, Path(args.annotator))
+        shots, scores = simulated_shots(load_candidates(Path(args.samples)), options.pick,
+                                        options.k, Path(args.annotator))
     with atomic_dir(args.out) as tmp:
         for stem, image, mask in zip(shots["stems"], shots["images"], shots["masks"]):
             save_png(image, tmp / "images" / f"{stem}.png")
             save_png(mask.astype(np.uint8), tmp / "masks" / f"{stem}.png")
+        save_png(shots_picture(shots, classes), tmp / "shots.png")
         save_torch({"stems": shots["stems"], "wplus": shots["wplus"].cpu(),
                     "noises": shots.get("noises")}, tmp / "latents.pt")
-        save_json({"source": options.source, "k": options.k, "stems": shots["stems"],
-                   "simulated": options.source == "simulated", "classes": classes},
-                  tmp / "annotations.json")
-    log(f"[annotate] {options.k} shot(s) from source '{options.source}' in {args.out}")
+        save_json({"source": options.source, "k": options.k, "pick": options.pick,
+                   "stems": shots["stems"], "simulated": options.source == "simulated",
+                   "classes": classes, "candidates": scores}, tmp / "annotations.json")
+    log(f"[annotate] {options.k} shot(s) {shots['stems']} from source '{options.source}' "
+        f"(pick: {options.pick}) in {args.out}")
 
 
 if __name__ == "__main__":
@@ -131,6 +251,6 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", default="data/dataset")
     parser.add_argument("--generator", default="results/train_gan")
     parser.add_argument("--samples", default="results/sample")
-    parser.add_argument("--annotator", default="results/baselines/unet_full.pt")
+    parser.add_argument("--annotator", default="results/train_annotator/annotator.pt")
     parser.add_argument("--out", default="results/annotate")
     run_stage("annotate", parser, build)

@@ -1,5 +1,6 @@
-"""Stage annotate with `annotate.source: manual`: missing masks stop the pipeline with the
-list of files to paint; painted masks are validated and the few-shot net trains on them."""
+"""Stage annotate: with `annotate.source: manual`, missing masks stop the pipeline with the
+list of files to paint; painted masks are validated and the few-shot net trains on them;
+`annotate.pick` chooses the shots among the candidates (auto, first, or named)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def stage(name: str, params: Path, *args: str) -> subprocess.CompletedProcess:
                           env={"PARTSEG_DEVICE": "cpu", "PATH": "/usr/bin:/bin"}, timeout=300)
 
 
-@pytest.fixture()
-def project(tmp_path):
-    """A generator, its samples, a dataset folder (classes only) and manual params."""
+def make_project(tmp_path: Path, pick="first", k: int = 2, n: int = 2) -> Path:
+    """A generator, its n samples, a dataset folder (classes only) and manual params."""
     params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
-    params["annotate"] = {"source": "manual", "k": 2, "manual_dir": str(tmp_path / "annotations")}
+    params["annotate"] = {"source": "manual", "k": k, "manual_dir": str(tmp_path / "annotations"),
+                          "pick": pick}
+    params["sample"]["n"] = n
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "classes.yaml").write_text(yaml.safe_dump(list(FACE_CLASSES)))
@@ -38,6 +40,11 @@ def project(tmp_path):
                    "--out", str(tmp_path / "sample"))
     assert result.returncode == 0, result.stderr
     return tmp_path
+
+
+@pytest.fixture()
+def project(tmp_path):
+    return make_project(tmp_path)
 
 
 def run_annotate(project: Path) -> subprocess.CompletedProcess:
@@ -100,3 +107,48 @@ def test_painted_masks_train_the_few_shot_net(project):
     assert result.returncode == 0, result.stderr
     assert (project / "train_fewshot" / "model.pt").is_file()
     assert (project / "train_fewshot" / "training_log.tsv").read_text().startswith("step")
+
+
+def test_auto_pick_offers_every_candidate_and_takes_the_painted_one(tmp_path):
+    project = make_project(tmp_path, pick="auto", k=1, n=3)
+    result = run_annotate(project)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert "0 of the 1 shots are painted. Choose 1 more of the 3 candidates" in message
+    assert "Traceback" not in result.stderr
+    exported = sorted(p.name for p in (project / "annotations" / "images").iterdir())
+    assert exported == ["sample_000.png", "sample_001.png", "sample_002.png"]
+    paint(project, "sample_002", np.ones((32, 32), np.uint8))
+    assert run_annotate(project).returncode == 0
+    assert [p.name for p in (project / "annotate" / "masks").iterdir()] == ["sample_002.png"]
+    assert (project / "annotate" / "shots.png").is_file()
+
+
+def test_named_pick_exports_only_those_candidates(tmp_path):
+    project = make_project(tmp_path, pick=["sample_001"], k=1, n=3)
+    result = run_annotate(project)
+    assert result.returncode == 2
+    assert str(project / "annotations" / "masks" / "sample_001.png") in result.stderr
+    assert [p.name for p in (project / "annotations" / "images").iterdir()] == ["sample_001.png"]
+
+
+def test_a_pick_that_names_no_sample_says_which_exist(tmp_path):
+    project = make_project(tmp_path, pick=["sample_009"], k=1, n=2)
+    result = run_annotate(project)
+    assert result.returncode == 2
+    assert ("annotate.pick: sample_009 is not a generated sample; the candidates are "
+            "sample_000, sample_001") in result.stderr
+
+
+def test_auto_pick_ranks_the_mask_that_shows_most_parts_first():
+    from stages.annotate import coverage_scores, rank
+
+    hair_only = np.zeros((32, 32), np.uint8)
+    hair_only[:8] = 2
+    face = hair_only.copy()
+    face[10:12, 8:10], face[10:12, 20:22], face[20:22, 14:18] = 3, 3, 6  # eyes and a mouth
+    tiny = face.copy()
+    tiny[25, 5] = 7  # one ear pixel is not a visible part
+    scores = coverage_scores([hair_only, tiny, face], confidence=[0.9, 0.5, 0.8])
+    assert [s["parts_shown"] for s in scores] == [1, 3, 3]
+    assert rank(scores, ("parts_shown", "confidence")) == [2, 1, 0]

@@ -36,6 +36,7 @@ def test_committed_params_are_the_documented_defaults():
     ({"data": {"source": "folder"}}, "annotate.source: 'simulated' stands in for a person"),
     ({"features": {"resolution": 64}}, "features.resolution: 64 is larger than data.resolution"),
     ({"dataset": 3}, "dataset: expected a mapping"),
+    ({"annotate": {"pick": "best"}}, "annotate.pick: 'best' is not one of auto, first"),
 ])
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(PartsegError, match=message.replace("[", r"\[").replace("]", r"\]")):

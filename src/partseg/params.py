@@ -84,6 +84,8 @@ class AnnotateParams:
                        choices=("manual", "inverted", "simulated"))
     k: int = knob(1, "number of annotated images (the shots)", low=1)
     manual_dir: str = knob("data/annotations", "where `partseg annotate` saves masks (manual)")
+    pick: str | list[str] = knob("auto", "which candidates become the shots: auto (most parts "
+                                 "shown / most realistic), first, or a list of sample stems")
 
 
 @dataclass
@@ -163,6 +165,25 @@ class TrainAutoshotParams:
     seed: int = knob(0, "seed", low=0)
 
 
+def _annotator_augment() -> AugmentParams:
+    # Milder than auto-shot's: the annotator labels portraits like the ones it learns from.
+    return AugmentParams(scale_min=0.8, scale_max=1.25, rotation=10.0, translate=0.1)
+
+
+@dataclass
+class TrainAnnotatorParams:
+    checkpoint: str | None = knob(None, "a trained annotator to adopt (null = train it here)")
+    n_images: int = knob(20000, "freshly rendered demo faces it learns from", low=1)
+    unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "its architecture"})
+    augment: AugmentParams = field(default_factory=_annotator_augment,
+                                   metadata={"help": "its augmentation"})
+    steps: int = knob(6000, "optimiser steps", low=1)
+    batch_size: int = knob(32, "images per step", low=1)
+    lr: float = knob(0.002, "Adam learning rate", low=0.0)
+    weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
+    seed: int = knob(0, "seed of the rendered faces and of training", low=0)
+
+
 @dataclass
 class BaselinesParams:
     label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
@@ -182,6 +203,7 @@ class Params:
     dataset: DatasetParams = field(default_factory=DatasetParams)
     train_gan: TrainGanParams = field(default_factory=TrainGanParams)
     sample: SampleParams = field(default_factory=SampleParams)
+    train_annotator: TrainAnnotatorParams = field(default_factory=TrainAnnotatorParams)
     annotate: AnnotateParams = field(default_factory=AnnotateParams)
     inversion: InversionParams = field(default_factory=InversionParams)
     features: FeaturesParams = field(default_factory=FeaturesParams)
@@ -285,6 +307,10 @@ def _check_consistency(params: Params) -> None:
     if params.annotate.source == "simulated" and params.data.source != "synthetic":
         raise PartsegError("params key annotate.source: 'simulated' stands in for a person on the "
                            "built-in demo data only; with your own data use 'manual' or 'inverted'")
+    pick = params.annotate.pick
+    if isinstance(pick, str) and pick not in ("auto", "first"):
+        raise PartsegError(f"params key annotate.pick: {pick!r} is not one of auto, first, or a "
+                           f"list of sample stems such as [sample_004]")
     res = params.data.resolution
     if res & (res - 1):
         raise PartsegError(f"params key data.resolution: {res} must be a power of two")

@@ -198,3 +198,24 @@ def legend(class_names: Sequence[str], width: int | None = None, size: int = 12,
             draw.text((x + swatch + 4, y - 1), label, fill=(0, 0, 0), font=font)
             x += entry_w
     return np.asarray(canvas)
+
+
+def titled_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
+                class_names: Sequence[str] | None = None, upscale: int = 4, pad: int = 2,
+                size: int = 12) -> np.ndarray:
+    """A grid with a title above each column and, optionally, the class legend below.
+
+    Cells are enlarged `upscale` times (nearest neighbour) so that 32 px images and their
+    masks can be judged by eye; titles are clipped to their column's width.
+    """
+    grid = image_grid(rows, pad=pad, upscale=upscale)
+    cell_w = max(np.asarray(p).shape[1] for row in rows for p in row) * max(1, int(upscale))
+    header = np.full((size + 6, grid.shape[1], 3), 255, np.uint8)
+    for c, title in enumerate(titles):
+        left = pad + c * (cell_w + pad)
+        strip = text_strip(str(title), cell_w, size=size)
+        header[:, left: left + cell_w] = strip[:, :cell_w]
+    parts = [header, grid]
+    if class_names is not None:
+        parts.append(legend(class_names, width=grid.shape[1], size=size))
+    return stack_vertical(parts, pad=pad)

@@ -44,7 +44,7 @@ import torch
 from partseg.errors import PartsegError
 from partseg.features.extract import FeatureExtractor
 from partseg.gan.sampling import images_to_uint8
-from partseg.io import atomic_dir, load_json
+from partseg.io import atomic_dir, file_sha256, load_json
 from partseg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,7 @@ def generator_checksum(source: str | os.PathLike | torch.nn.Module) -> str:
     path = Path(source)
     if not path.is_file():
         raise PartsegError(f"{path}: generator checkpoint not found")
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _normalised(params: dict) -> dict:
