@@ -64,11 +64,12 @@ rule dataset:
 rule train_gan:
     input:
         code="stages/train_gan.py",
+        pretrained="data/pretrained/demo_gan",
         dataset="data/dataset",
     output:
         directory("results/train_gan"),
     params:
-        section("data", "train_gan"),
+        section("data", "dataset.seed", "train_gan"),
     log:
         f"{LOGS}/train_gan.log",
     benchmark:

@@ -13,22 +13,63 @@ from partseg.params import as_dict
 from partseg.stage import log, run_stage, stage_parser
 
 
-def adopt_pretrained(checkpoint: str, out_dir: Path, data_resolution: int) -> None:
+RECORD_FILE = "record.yaml"  # beside a generator this project trained and ships
+
+
+def check_record(checkpoint: Path, params) -> dict | None:
+    """A shipped generator's training record, checked against the data it is asked to serve.
+
+    The record says which data the generator was trained on; a generator of other faces or
+    another resolution would run, but every feature it gives would be meaningless, so it is
+    refused with what to do instead.
+    """
+    import yaml
+
+    from partseg.errors import PartsegError
+
+    record_path = checkpoint.parent / RECORD_FILE
+    if not record_path.is_file():
+        return None
+    record = yaml.safe_load(record_path.read_text())
+    trained_on = record["trained_on"]
+    wanted = {"source": params.data.source, "resolution": params.data.resolution,
+              "seed": params.dataset.seed}
+    differs = [f"{key} {trained_on[key]} (yours: {value})" for key, value in wanted.items()
+               if trained_on.get(key) != value]
+    if differs:
+        raise PartsegError(
+            f"params key train_gan.checkpoint: {checkpoint} was trained on other data: "
+            f"{', '.join(differs)} per {record_path}. Set train_gan.checkpoint: null to train a "
+            f"generator on your data (see README, 'Your own data'), or point it at a generator "
+            f"trained on it")
+    return record
+
+
+def adopt_pretrained(checkpoint: str, out_dir: Path, params) -> None:
     from partseg.errors import PartsegError
     from partseg.gan import load_discriminator, load_generator, save_checkpoint
+    from partseg.io import file_sha256
 
-    if not Path(checkpoint).is_file():
+    path = Path(checkpoint)
+    if not path.is_file():
         raise PartsegError(f"params key train_gan.checkpoint: {checkpoint} does not exist")
-    generator = load_generator(checkpoint)
-    discriminator = load_discriminator(checkpoint)
+    record = check_record(path, params)
+    generator = load_generator(path)
+    discriminator = load_discriminator(path)
     log(f"[train_gan] pretrained generator {checkpoint}: {generator.config}; "
-        f"discriminator {'found' if discriminator is not None else 'absent'}")
-    if generator.size < data_resolution:
+        f"discriminator {'found' if discriminator is not None else 'absent'}"
+        + (f"; trained {record['kimg']} kimg by this project" if record else ""))
+    if generator.size < params.data.resolution:
         log(f"[train_gan] note: generator size {generator.size} < data.resolution "
-            f"{data_resolution}; images are compared at the generator's size")
+            f"{params.data.resolution}; images are compared at the generator's size")
     save_checkpoint(out_dir / "generator.pt", g_ema=generator, d=discriminator)
-    save_yaml({"pretrained_checkpoint": str(Path(checkpoint).resolve()),
-               "config": generator.config}, out_dir / "training_options.yaml")
+    save_yaml({"pretrained_checkpoint": str(path), "sha256": file_sha256(path),
+               "config": generator.config, "record": record}, out_dir / "training_options.yaml")
+    grid = path.parent / "samples.png"
+    if grid.is_file():  # the report shows the adopted generator's samples
+        import shutil
+
+        shutil.copyfile(grid, out_dir / "samples.png")
 
 
 def build(args, params):
@@ -37,7 +78,7 @@ def build(args, params):
     options = params.train_gan
     with atomic_dir(args.out) as tmp:
         if options.checkpoint:
-            adopt_pretrained(options.checkpoint, tmp, params.data.resolution)
+            adopt_pretrained(options.checkpoint, tmp, params)
             return
         from partseg.gan.train import train_gan
 
