@@ -142,7 +142,7 @@ rule train_annotator:
     output:
         directory("results/train_annotator"),
     params:
-        section("data", "train_annotator"),
+        section("data", "annotate.source", "train_annotator"),
     log:
         f"{LOGS}/train_annotator.log",
     benchmark:
@@ -348,6 +348,8 @@ rule evaluate:
         inversions="results/invert_test",
         autoshot="results/train_autoshot",
         baselines="results/baselines",
+        shards=expand("results/synthesize/shard_{shard}", shard=SHARDS),
+        annotator="results/train_annotator",
     output:
         directory("results/evaluate"),
     params:
@@ -366,7 +368,8 @@ rule evaluate:
         "python -m stages.evaluate --threads {threads} --dataset {input.dataset} "
         "--annotations {input.annotations} --oneshot {input.oneshot} "
         "--inversions {input.inversions} --autoshot {input.autoshot} "
-        "--baselines {input.baselines} --out {output} 2>&1 | tee {log}"
+        "--baselines {input.baselines} --shards results/synthesize "
+        "--annotator {input.annotator}/annotator.pt --out {output} 2>&1 | tee {log}"
 
 
 rule report:

@@ -2,6 +2,7 @@
 
     python bench/gan_probe.py --dataset data/synthetic --run-dir results/gan_snapshots/<run id>
     python bench/gan_probe.py --dataset data/synthetic --checkpoint results/train_gan/generator.pt
+    python bench/gan_probe.py --dataset data/dataset --run-dir <run> --annotator data/pretrained/annotator/annotator.pt
 
 A small segmenter is trained on the dataset's `labeled` split (its mIoU on `test` is printed:
 the ceiling of what the probe can see), then for every EMA generator saved during training
@@ -26,6 +27,16 @@ from partseg.gan.probe import iou_scores, linear_probe, train_labeler
 from partseg.gan.train import generator_from_snapshot
 
 
+def segmenter_labeler(path: str):
+    """A saved partseg segmenter as the probe's labeler: uint8 images -> label ids."""
+    import numpy as np
+
+    from partseg.autoshot.train import load_segmenter, predict_labels
+
+    model = load_segmenter(path)
+    return lambda images: np.stack([labels for labels, _ in predict_labels(model, images, 64)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="folder dataset with labeled/ and test/")
@@ -34,6 +45,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=64, help="generated images to fit on")
     parser.add_argument("--n-test", type=int, default=64, help="generated images to score on")
     parser.add_argument("--labeler-steps", type=int, default=500)
+    parser.add_argument("--annotator", help="label with this segmenter (e.g. the shipped "
+                        "data/pretrained/annotator/annotator.pt) instead of training one")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="write the table as TSV here")
     args = parser.parse_args()
@@ -44,11 +57,14 @@ def main() -> None:
     images, masks, _ = load_split_arrays(args.dataset, "labeled")
     test_images, test_masks, _ = load_split_arrays(args.dataset, "test")
     start = time.perf_counter()
-    labeler = train_labeler(images, masks, len(classes), steps=args.labeler_steps)
+    if args.annotator:
+        labeler, what = segmenter_labeler(args.annotator), args.annotator
+    else:
+        labeler = train_labeler(images, masks, len(classes), steps=args.labeler_steps)
+        what = f"SmallSegmenter, {len(images)} labelled images, {args.labeler_steps} steps"
     ceiling = iou_scores(labeler(test_images), test_masks, len(classes))
-    print(f"labeler (SmallSegmenter, {len(images)} labelled images, {args.labeler_steps} steps, "
-          f"{time.perf_counter() - start:.0f} s): test mIoU {ceiling['miou']:.3f}, "
-          f"pixel accuracy {ceiling['pixel_accuracy']:.3f}")
+    print(f"labeler ({what}, {time.perf_counter() - start:.0f} s): test mIoU "
+          f"{ceiling['miou']:.3f}, pixel accuracy {ceiling['pixel_accuracy']:.3f}")
 
     sources = []
     if args.run_dir:

@@ -2,7 +2,9 @@
 
 Methods: one-shot (the few-shot net through inversion; on the inverted subset only, since
 inversion is slow), auto-shot, and the supervised UNet baselines. For each split: per-class
-IoU, mIoU and pixel accuracy. Writes metrics.json (DVC metrics), per_class.csv, and per split
+IoU, mIoU and pixel accuracy. On the demo data also the GAN-features link alone: the few-shot
+net's labels of generated images against the simulated annotator's (split "generated"), and
+the annotator's own test mIoU. Writes metrics.json (DVC metrics), per_class.csv, and per split
 a confusion matrix of auto-shot and a qualitative grid (image, ground truth, each method).
 """
 
@@ -41,12 +43,44 @@ def score(predictions: dict, masks: np.ndarray, num_classes: int):
     return matrices
 
 
-def qualitative_grid(images, masks, predictions: dict, count: int) -> np.ndarray:
-    from partseg.visualize import colorize, image_grid
+COLUMN_TITLES = {"autoshot": "auto-shot", "unet_full": "UNet all"}
+GENERATED_IMAGES = 300  # generated images on which the few-shot net meets the annotator
+
+
+def column_title(method: str) -> str:
+    if method.startswith("oneshot_"):
+        return "one-shot"
+    if method.startswith("unet_k"):
+        return f"UNet {method.removeprefix('unet_k')} lab."
+    return COLUMN_TITLES.get(method, method)
+
+
+def qualitative_grid(images, masks, predictions: dict, count: int, classes: list[str]) -> np.ndarray:
+    """Rows of test images: the image, its ground truth, then each method's labels; enlarged
+    (nearest neighbour) so that 32 px parts can be judged, with titled columns and the legend."""
+    from partseg.visualize import colorize, titled_grid
 
     columns = [list(images[:count]), [colorize(m) for m in masks[:count]]]
     columns += [[colorize(p) for p in labels[:count]] for labels in predictions.values()]
-    return image_grid([list(row) for row in zip(*columns)])
+    titles = ["image", "ground truth", *map(column_title, predictions)]
+    upscale = max(1, 96 // images.shape[1])
+    return titled_grid([list(row) for row in zip(*columns)], titles, classes, upscale=upscale)
+
+
+def fewshot_against_annotator(shard_dir: Path, annotator: Path, classes: list[str]):
+    """The GAN-features link alone: on generated images the few-shot net never saw, how far
+    its labels (argmax of the shard's logits) are from the annotator's labels of the same
+    images. A low score here means the features (or the shots) lose the parts, before any
+    inversion or distillation."""
+    from partseg.autoshot.train import load_segmenter, predict_labels
+    from partseg.metrics import ConfusionMatrix
+
+    images = np.load(shard_dir / "images.npy", mmap_mode="r")[:GENERATED_IMAGES]
+    fewshot = np.load(shard_dir / "logits.npy", mmap_mode="r")[:GENERATED_IMAGES].argmax(1)
+    reference = predict_labels(load_segmenter(annotator), np.asarray(images), batch_size=64)
+    matrix = ConfusionMatrix(len(classes))
+    matrix.update(fewshot.astype(np.uint8), np.stack([labels for labels, _ in reference]))
+    return matrix
 
 
 def record(matrices: dict, split: str, classes: list[str], metrics: dict, rows: list) -> None:
@@ -77,7 +111,7 @@ def evaluate_split(split, args, params, classes, model_paths, out, metrics, rows
         images, masks = images[:count], masks[:count]
     autoshot = score({"autoshot": predictions["autoshot"]}, masks, len(classes))["autoshot"]
     confusion_png(autoshot, classes, out / f"confusion_{split}.png")
-    save_png(qualitative_grid(images, masks, predictions, params.evaluate.n_qualitative),
+    save_png(qualitative_grid(images, masks, predictions, params.evaluate.n_qualitative, classes),
              out / f"qualitative_{split}.png")
     save_json({"columns": ["image", "ground truth", *predictions]}, out / f"qualitative_{split}.json")
 
@@ -95,6 +129,16 @@ def build(args, params):
             evaluate_split(split, args, params, classes, model_paths, tmp, metrics, rows)
             log(f"[evaluate] {split}: " + ", ".join(
                 f"{m} {v['miou']:.3f}" for m, v in metrics[split].items()))
+        shards = sorted(Path(args.shards).glob("shard_*"))
+        if args.annotator and Path(args.annotator).is_file() and shards:
+            matrix = fewshot_against_annotator(shards[0], Path(args.annotator), classes)
+            record({"fewshot_vs_annotator": matrix}, "generated", classes, metrics, rows)
+            log(f"[evaluate] few-shot net vs the annotator on {GENERATED_IMAGES} generated "
+                f"images: mIoU {matrix.miou():.3f}")
+        scores_file = Path(args.annotator).parent / "metrics.json" if args.annotator else None
+        annotator_scores = load_json(scores_file)["test"] if scores_file and scores_file.is_file() else None
+        if annotator_scores:
+            metrics["annotator_test_miou"] = annotator_scores["miou"]
         psnr = {split.name: float(pd.read_csv(split / "psnr.csv")["psnr"].mean())
                 for split in Path(args.inversions).iterdir() if split.is_dir()}
         metrics["inversion_psnr_db"] = {k: round(v, 2) for k, v in psnr.items()}
@@ -112,5 +156,8 @@ if __name__ == "__main__":
     parser.add_argument("--inversions", default="results/invert_test")
     parser.add_argument("--autoshot", default="results/train_autoshot")
     parser.add_argument("--baselines", default="results/baselines")
+    parser.add_argument("--shards", default="results/synthesize")
+    parser.add_argument("--annotator", default="results/train_annotator/annotator.pt",
+                        help="the simulated annotator ('' when a person annotated)")
     parser.add_argument("--out", default="results/evaluate")
     run_stage("evaluate", parser, build)

@@ -59,6 +59,12 @@ def build(args, params):
     options, resolution = params.train_annotator, params.data.resolution
     classes = load_classes(args.dataset)
     with atomic_dir(args.out) as tmp:
+        if params.annotate.source != "simulated":
+            # A person (or the inverted labelled images) annotates: nothing to stand in for.
+            save_yaml({"skipped": f"annotate.source is {params.annotate.source}"}, tmp / "record.yaml")
+            save_json({"test": None}, tmp / "metrics.json")
+            log(f"[train_annotator] skipped: annotate.source is {params.annotate.source}")
+            return
         if options.checkpoint:
             record = adopt(options.checkpoint, classes, resolution, tmp)
         else:

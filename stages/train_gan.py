@@ -42,6 +42,13 @@ def check_record(checkpoint: Path, params) -> dict | None:
             f"{', '.join(differs)} per {record_path}. Set train_gan.checkpoint: null to train a "
             f"generator on your data (see README, 'Your own data'), or point it at a generator "
             f"trained on it")
+    from partseg.io import file_sha256
+
+    if record.get("sha256") and record["sha256"] != file_sha256(checkpoint):
+        raise PartsegError(
+            f"params key train_gan.checkpoint: {checkpoint} is not the file {record_path} "
+            f"describes (sha256 differs). Restore it (git checkout {checkpoint}), or delete the "
+            f"record if you replaced the generator on purpose")
     return record
 
 
