@@ -214,3 +214,36 @@ def test_predict_labels_handles_mixed_sizes_in_order():
         assert probs.shape == (3, *image.shape[:2])
         assert np.allclose(probs.sum(0), 1.0, atol=1e-5)
         assert labels.dtype == np.uint8
+
+
+def test_channels_last_step_matches_the_nchw_step():
+    """The speed-ups (channels_last, fused Adam, max-indices accuracy) leave the maths alone."""
+    images, masks = squares(n=4)
+    x = train_module.images_to_tensor(images)
+    targets = train_module.targets_to_probabilities(masks, "hard", 3)
+    valid = targets.sum(1) >= 0.5
+    torch.manual_seed(0)
+    plain = UNet(3, **TINY).train()
+    fast = UNet(3, **TINY).train()
+    fast.load_state_dict(plain.state_dict())
+    fast.to(memory_format=torch.channels_last)
+    results = []
+    for model, fused in ((plain, False), (fast, True)):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=fused)
+        results.append(train_module.training_step(model, optimizer, x, targets, valid,
+                                                  lr=1e-2, grad_clip=1.0))
+    assert results[0] == pytest.approx(results[1], rel=1e-5)
+    for (name, a), b in zip(plain.state_dict().items(), fast.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_trained_model_is_channels_last_and_saves_like_any_other(tmp_path):
+    images, masks = squares()
+    model, _ = train_segmenter(images, masks, num_classes=3, target_kind="hard",
+                               unet_config=TINY, steps=2, batch_size=2, device="cpu")
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    save_segmenter(tmp_path / "m.pt", model, {"class_names": ["a", "b", "c"], "resolution": 16})
+    loaded = load_segmenter(tmp_path / "m.pt")
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), loaded(x), rtol=1e-4, atol=1e-5)
