@@ -5,6 +5,11 @@ pool — the supervised alternative to annotating n GAN samples) and unet_full.p
 whole pool (the upper bound; on the demo data it is also the simulated annotator). Same
 architecture, optimiser and augmentation as auto-shot (train_autoshot's settings): a weak
 baseline proves nothing.
+
+With --threads N > 1 on the CPU the UNets train side by side, one process per UNet (at most
+N, each with N / processes threads): a 32 px UNet step is too small to use several threads
+well, while independent runs scale with the cores. The models do not depend on it: each run
+is seeded by baselines.seed alone.
 """
 
 from pathlib import Path
@@ -13,8 +18,39 @@ from partseg.io import atomic_dir
 from partseg.stage import log, run_stage, stage_parser
 
 
-def build(args, params):
+def train_one(name: str, count: int, images, masks, classes: list[str], resolution: int,
+              settings: dict, snapshot_dir: Path, out_dir: Path, threads: int | None = None
+              ) -> str:
+    """Train and save one baseline UNet (also the body of a worker process)."""
+    import torch
+
     from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.device import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    log(f"[baselines] {name}: {count} labelled images")
+    model, _ = train_segmenter(images[:count], masks[:count], num_classes=len(classes),
+                               target_kind="hard", device=resolve_device(),
+                               log_path=out_dir / f"{name}_log.tsv",
+                               snapshot_dir=snapshot_dir / name, **settings)
+    save_segmenter(out_dir / f"{name}.pt", model,
+                   {"classes": classes, "resolution": resolution,
+                    "trained_on": f"{count} real labelled images"})
+    return name
+
+
+def workers_for(threads: int, runs: int, device_type: str) -> int:
+    """Processes to train `runs` UNets with `threads` CPU threads (1: in this process)."""
+    if device_type != "cpu" or threads <= 1:
+        return 1
+    return min(threads, runs)
+
+
+def build(args, params):
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from partseg.data.folder import load_classes, load_split_arrays
     from partseg.device import resolve_device
     from partseg.params import as_dict
@@ -23,19 +59,33 @@ def build(args, params):
     images, masks, _ = load_split_arrays(args.dataset, "labeled")
     classes = load_classes(args.dataset)
     runs = {f"unet_k{n}": n for n in options.label_counts} | {"unet_full": len(images)}
+    settings = {"unet_config": as_dict(autoshot.unet), "augment": as_dict(autoshot.augment),
+                "steps": options.steps, "batch_size": autoshot.batch_size, "lr": autoshot.lr,
+                "weight_decay": autoshot.weight_decay, "seed": options.seed}
+    snapshots, resolution = Path(args.snapshots), params.data.resolution
+    threads = args.threads if args.threads > 0 else _cpu_count()
+    workers = workers_for(threads, len(runs), resolve_device().type)
     with atomic_dir(args.out) as tmp:
-        for name, count in runs.items():
-            log(f"[baselines] {name}: {count} labelled images")
-            model, _ = train_segmenter(
-                images[:count], masks[:count], num_classes=len(classes), target_kind="hard",
-                unet_config=as_dict(autoshot.unet), augment=as_dict(autoshot.augment),
-                steps=options.steps, batch_size=autoshot.batch_size, lr=autoshot.lr,
-                weight_decay=autoshot.weight_decay, seed=options.seed, device=resolve_device(),
-                log_path=tmp / f"{name}_log.tsv",
-                snapshot_dir=Path(args.snapshots) / name)
-            save_segmenter(tmp / f"{name}.pt", model,
-                           {"classes": classes, "resolution": params.data.resolution,
-                            "trained_on": f"{count} real labelled images"})
+        if workers == 1:
+            for name, count in runs.items():
+                train_one(name, count, images, masks, classes, resolution, settings, snapshots,
+                          tmp)
+            return
+        log(f"[baselines] {len(runs)} UNets in {workers} processes, "
+            f"{max(1, threads // workers)} thread(s) each")
+        # spawn, not fork: a forked torch (OpenMP pool already started) can hang.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            jobs = [pool.submit(train_one, name, count, images[:count], masks[:count], classes,
+                                resolution, settings, snapshots, tmp, max(1, threads // workers))
+                    for name, count in runs.items()]
+            for job in jobs:
+                job.result()  # re-raises a worker's error here
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 if __name__ == "__main__":
