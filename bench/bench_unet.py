@@ -9,7 +9,8 @@ Speed table (the baselines' setting: batch 32 of the labelled split, hard masks,
 train_autoshot UNet and augmentation): the machine figure (plain conv2d fwd+bwd of the very
 convolutions the UNet runs, same shapes), UNet forward+backward, augmentation alone, batch
 sampling alone, and a whole optimiser step of the old trainer (reproduced here: NCHW tensors,
-Adam for-loop, argmax accuracy) against `train_segmenter`'s step. Timings are the minimum
+Adam for-loop, argmax accuracy) against `train_segmenter`'s step. "% mach" is against the
+faster of the two plain-conv rows (NCHW, channels_last): the machine's figure. Timings are the minimum
 over interleaved rounds, so a machine shared with other jobs biases all rows alike; GFLOP
 counts come from torch's FlopCounterMode (convs; backward included).
 
@@ -92,13 +93,16 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def conv_problems(model: UNet, images: torch.Tensor) -> list[tuple]:
+def conv_problems(model: UNet, images: torch.Tensor, memory_format=torch.contiguous_format
+                  ) -> list[tuple]:
     """(input, weight, padding) of every conv the UNet runs on `images`, as plain tensors."""
     problems = []
 
     def record(module, inputs, _output):
-        x = torch.randn_like(inputs[0]).requires_grad_(module is not model.stem[0])
-        w = torch.randn_like(module.weight).requires_grad_()
+        x = torch.randn(inputs[0].shape).contiguous(memory_format=memory_format)
+        w = torch.randn(module.weight.shape).contiguous(memory_format=memory_format)
+        x.requires_grad_(module is not model.stem[0])  # the image needs no gradient
+        w.requires_grad_()
         problems.append((x, w, module.padding))
 
     handles = [m.register_forward_hook(record) for m in model.modules()
@@ -170,6 +174,7 @@ def speed(args, params) -> None:
     x, t, v = batch()
     x_last = x.contiguous(memory_format=torch.channels_last)
     problems = conv_problems(old_model, x)
+    problems_last = conv_problems(old_model, x, torch.channels_last)
     step_counter = iter(range(10**9))
 
     def old_step():
@@ -182,6 +187,7 @@ def speed(args, params) -> None:
 
     functions = {
         "machine": lambda: plain_convs_fwd_bwd(problems),
+        "machine_last": lambda: plain_convs_fwd_bwd(problems_last),
         "unet_old": lambda: old_model(x).sum().backward(),
         "unet_new": lambda: new_model(x_last).sum().backward(),
         "augment": augment_only,
@@ -192,13 +198,15 @@ def speed(args, params) -> None:
     times = interleaved_min(functions, args.rounds)
     conv_flops = count_flops(lambda: plain_convs_fwd_bwd(problems))
     unet_flops = count_flops(lambda: old_model(x).sum().backward())
-    machine = conv_flops / times["machine"] / 1e9
+    machine = conv_flops / min(times["machine"], times["machine_last"]) / 1e9  # the better one
 
     def rate(name, flops=unet_flops):
         gflops = flops / times[name] / 1e9
         return f"{gflops:6.1f}", f"{100 * gflops / machine:5.0f}%"
 
-    rows = [("plain conv2d fwd+bwd, the UNet's convs (machine)", "machine", *rate("machine", conv_flops)),
+    rows = [("plain conv2d fwd+bwd, the UNet's convs, NCHW", "machine", *rate("machine", conv_flops)),
+            ("plain conv2d fwd+bwd, the same, channels_last", "machine_last",
+             *rate("machine_last", conv_flops)),
             ("UNet fwd+bwd, NCHW (old)", "unet_old", *rate("unet_old")),
             ("UNet fwd+bwd, channels_last (new)", "unet_new", *rate("unet_new")),
             ("augmentation alone (geometry + colour)", "augment", "", ""),
