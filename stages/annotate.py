@@ -177,6 +177,8 @@ def manual_shots(candidates: dict, pick, k: int, args, options, classes) -> tupl
     if len(painted) < k:
         export_for_manual_annotation(select(candidates, offered), Path(args.samples), manual_dir,
                                      classes_file)
+        # `partseg annotate` lists the candidates in this order and stars the first k.
+        save_json({"k": k, "order": [stems[i] for i in offered]}, manual_dir / "candidates.json")
         waiting = [stems[i] for i in offered if i not in painted]
         raise PartsegError(missing_masks_message(len(painted), k, waiting, manual_dir, classes,
                                                  any_of=pick == "auto"))

@@ -373,3 +373,11 @@ def test_command_prints_the_url_serves_and_stops_on_ctrl_c(folder):
             process.kill()
     assert process.returncode == 0, err
     assert "stopped: 0 of 3 images annotated" in out
+
+
+def test_listing_follows_the_stages_suggested_order(server, folder):
+    (folder / "candidates.json").write_text(json.dumps({"k": 1, "order": ["s2", "s0"]}))
+    listing = json.loads(call(server, "GET", "/api/images")[2])
+    assert [image["stem"] for image in listing["images"]] == ["s2", "s0", "s1"]
+    assert [image["rank"] for image in listing["images"]] == [1, 2, None]
+    assert (listing["total"], listing["count"], listing["suggest"]) == (1, 3, 1)

@@ -160,9 +160,9 @@ class TrainAutoshotParams:
     unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "segmenter architecture"})
     augment: AugmentParams = field(default_factory=AugmentParams,
                                    metadata={"help": "geometric and colour augmentation"})
-    steps: int = knob(3000, "optimiser steps", low=1)
+    steps: int = knob(2000, "optimiser steps (bench/bench_unet.py --convergence)", low=1)
     batch_size: int = knob(32, "images per step", low=1)
-    lr: float = knob(0.001, "Adam learning rate", low=0.0)
+    lr: float = knob(0.003, "Adam peak learning rate (warm-up, cosine decay)", low=0.0)
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
     seed: int = knob(0, "seed", low=0)
 
@@ -174,7 +174,9 @@ def _annotator_augment() -> AugmentParams:
 
 @dataclass
 class TrainAnnotatorParams:
-    checkpoint: str | None = knob(None, "a trained annotator to adopt (null = train it here)")
+    checkpoint: str | None = knob("data/pretrained/annotator/annotator.pt",
+                                  "a trained annotator to adopt (the shipped one by default; "
+                                  "null = train it here, about an hour on 1 CPU thread)")
     n_images: int = knob(20000, "freshly rendered demo faces it learns from", low=1)
     unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "its architecture"})
     augment: AugmentParams = field(default_factory=_annotator_augment,
@@ -189,7 +191,8 @@ class TrainAnnotatorParams:
 @dataclass
 class BaselinesParams:
     label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
-    steps: int = knob(3000, "optimiser steps of each UNet (same as auto-shot by default)", low=1)
+    steps: int = knob(2000, "optimiser steps of each UNet (same as auto-shot by default; "
+                            "bench/bench_unet.py --convergence)", low=1)
     seed: int = knob(0, "seed", low=0)
 
 

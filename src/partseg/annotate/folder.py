@@ -3,6 +3,10 @@
     <root>/images/<stem>.png|jpg   the samples to annotate (exported by the `annotate` stage)
     <root>/masks/<stem>.png        uint8 label ids, 255 = ignore (unlabelled)
     <root>/classes.yaml            ordered class names; index = label id
+    <root>/candidates.json         optional, written by the `annotate` stage when the person
+                                   chooses the shots: {"k": shots needed, "order": stems,
+                                   best first}; the page lists the images in that order and
+                                   marks the first k as suggested
 
 Requests name images by stem only, and a stem is looked up in the listing of images/: a
 request never becomes a file path, so nothing outside the folder can be read or written.
@@ -12,6 +16,7 @@ here and in the pipeline (which needs masks/<stem>.png).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -111,6 +116,18 @@ class AnnotationFolder:
             save_png(mask, path)
             return True
 
+    def candidates(self) -> dict:
+        """{"k": shots needed, "order": stems best first}, or {} without candidates.json."""
+        path = self.root / "candidates.json"
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            return {"k": int(data["k"]), "order": [str(stem) for stem in data["order"]]}
+        except (ValueError, KeyError, TypeError):
+            raise PartsegError(f"{path}: not a candidates file written by the annotate stage; "
+                               f"delete it to list the images by name") from None
+
     def status(self, stem: str) -> dict:
         """What the page lists per image: size, whether annotated, share of labelled pixels."""
         width, height = self.image_size(stem)
@@ -121,10 +138,14 @@ class AnnotationFolder:
                 labelled = float((read_mask(path) != IGNORE).mean())
             except PartsegError:
                 labelled = 0.0  # the page reports the problem when the mask is opened
+        order = self.candidates().get("order", [])
+        rank = order.index(stem) + 1 if stem in order else None
         return {"stem": stem, "width": width, "height": height,
-                "annotated": path.exists(), "labelled": round(labelled, 4)}
+                "annotated": path.exists(), "labelled": round(labelled, 4), "rank": rank}
 
     def progress(self) -> dict:
+        """Masks painted, out of the shots needed (k of candidates.json, else every image)."""
         stems = list(self.image_files())
         done = sum((self.masks_dir / f"{stem}.png").exists() for stem in stems)
-        return {"annotated": done, "total": len(stems)}
+        needed = self.candidates().get("k", len(stems))
+        return {"annotated": done, "total": needed, "count": len(stems)}

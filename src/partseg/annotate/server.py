@@ -4,8 +4,9 @@ The server uses only the standard library (http.server) and binds 127.0.0.1. It 
 page (static/) and a small JSON API over one annotation folder (see folder.py):
 
     GET  /api/classes                    {"classes": [...], "palette": [[r,g,b], ...], "ignore": 255}
-    GET  /api/images                     {"images": [{stem, width, height, annotated, labelled}],
-                                          "annotated": n, "total": k, "folder": "..."}
+    GET  /api/images                     {"images": [{stem, width, height, annotated, labelled,
+                                          rank}], "annotated": n, "total": k (shots needed),
+                                          "count": n images, "suggest": k, "folder": "..."}
     GET  /api/images/<stem>/image        the image as PNG (RGB, as the pipeline reads it)
     GET  /api/images/<stem>/mask         the mask as PNG (404 if not annotated yet);
                                          ?format=raw: width*height bytes, row-major;
@@ -299,8 +300,10 @@ class AnnotateServer(ThreadingHTTPServer):
 
     def listing(self) -> dict:
         images = [self.folder.status(stem) for stem in self.folder.image_files()]
-        return {"images": images, "annotated": sum(i["annotated"] for i in images),
-                "total": len(images), "folder": str(self.folder.root)}
+        # The stage's suggested order first (best candidate on top), then the rest by name.
+        images.sort(key=lambda i: (i["rank"] is None, i["rank"] or 0))
+        return {"images": images, **self.folder.progress(),
+                "suggest": self.folder.candidates().get("k", 0), "folder": str(self.folder.root)}
 
 
 def serve(directory: str | Path, port: int = 0, log=print) -> tuple[AnnotateServer, str]:

@@ -13,7 +13,7 @@ const RETRY_MS = 3000;                  // retry a save the server did not answe
 
 const app = {
   classes: [], palette: [], colours: null,   // colours: Uint32Array RGBA per label id (0..255)
-  images: [], index: -1, doc: null, docs: new Map(),
+  images: [], index: -1, doc: null, docs: new Map(), suggest: 0,
   tool: "brush", classId: 0, brushSize: 3, tolerance: 255,
   opacity: 0.55, overlayVisible: true, showUnlabelled: true, zoom: null,
   stroke: null, hover: null, loadToken: 0,
@@ -510,6 +510,11 @@ function buildImageList() {
     li.dataset.stem = entry.stem;
     li.innerHTML = `<span class="dot"></span><span class="name"></span><span class="share muted"></span>`;
     li.querySelector(".name").textContent = entry.stem;
+    // The annotate stage's pick: the candidates it suggests painting (any k will do).
+    if (entry.rank && entry.rank <= app.suggest) {
+      li.querySelector(".name").textContent += " ★";
+      li.title = `suggested #${entry.rank}: paint any ${app.suggest} of these images`;
+    }
     li.addEventListener("click", () => openImage(index));
     list.appendChild(li);
     paintImageEntry(li, entry);
@@ -628,6 +633,7 @@ async function start() {
     app.colours = buildColours(classes.palette);
     app.classId = app.classes.length > 1 ? 1 : 0;  // id 0 is usually background: start on a part
     app.images = listing.images;
+    app.suggest = listing.suggest || 0;
     $("folder").textContent = listing.folder;
     setProgress(listing.annotated, listing.total);
     buildClassList();
