@@ -87,11 +87,12 @@ def build(args, params):
         if options.checkpoint:
             adopt_pretrained(options.checkpoint, tmp, params)
             return
-        from partseg.gan.train import train_gan
+        from partseg.gan.train import ImageFolderData, train_gan
 
         settings = as_dict(options)
         settings.pop("checkpoint")
-        train_gan(images_dir=Path(args.dataset) / "train" / "images", out_dir=tmp,
+        data = ImageFolderData.from_dataset(args.dataset, "train", params.data.resolution)
+        train_gan(data=data, out_dir=tmp,
                   snapshot_dir=Path(args.snapshots), size=params.data.resolution,
                   device=resolve_device(), **settings)
 

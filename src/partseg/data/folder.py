@@ -9,8 +9,9 @@ must have a mask for every image; for unlabelled splits masks are optional, but 
 has masks at all must have one for every image.
 
 `validate_folder_dataset` checks everything up front and names the file at fault;
-`prepare_folder_dataset` writes the normalised square copy that the pipeline reads;
-`FolderSplit` and `load_split_arrays` read a split.
+`prepare_folder_dataset` writes the normalised square copy, which the `dataset` stage then
+packs (partseg.data.packed: a few array files instead of one PNG per image);
+`load_split_arrays` reads a split of either layout; `FolderSplit` reads a folder split.
 """
 
 from __future__ import annotations
@@ -130,8 +131,14 @@ def load_split_arrays(root: str | os.PathLike, split: str, limit: int | None = N
                       ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """A whole split in memory: images [N,H,W,3] uint8, masks [N,H,W] uint8 (or None), stems.
 
-    All images must share one size, as in a prepared dataset (the `dataset` stage's output).
+    The one way to read a dataset. `root` is either the `dataset` stage's output (the packed
+    layout of partseg.data.packed, detected by its manifest) or a folder dataset whose
+    images all share one size. `limit` keeps the first `limit` images (in stem order).
     """
+    from partseg.data.packed import is_packed, load_packed_split
+
+    if is_packed(root):
+        return load_packed_split(root, split, limit)
     data = FolderSplit(root, split)
     count = len(data) if limit is None else min(int(limit), len(data))
     if count == 0:

@@ -75,6 +75,26 @@ class ImageFolderData:
         if len(self.paths) * 3 * size * size <= PRELOAD_LIMIT_BYTES:
             self.images = torch.from_numpy(np.stack([self._read(p) for p in self.paths]))
 
+    @classmethod
+    def from_dataset(cls, root: str | Path, split: str, size: int) -> "ImageFolderData":
+        """The images of one split of a dataset (the `dataset` stage's packed output, or a
+        folder dataset), read through the one dataset loader and held in memory."""
+        from partseg.data.folder import load_split_arrays
+        from partseg.data.packed import split_fingerprint
+
+        images, _, stems = load_split_arrays(root, split)
+        if images.shape[1:3] != (size, size):
+            raise PartsegError(f"{root}/{split}: images are {images.shape[2]}x{images.shape[1]} "
+                               f"px, the GAN trains at {size}x{size}; rebuild the dataset "
+                               "or set data.resolution")
+        data = cls.__new__(cls)
+        data.folder, data.size = Path(root) / split, size
+        data.paths = [data.folder / stem for stem in stems]  # names only: len() and messages
+        # Same formula as for a folder, so snapshots taken on the PNG layout still resume.
+        data.fingerprint = split_fingerprint(root, split)
+        data.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        return data
+
     def _read(self, path: Path) -> np.ndarray:
         image = read_image(path)
         if image.shape[:2] != (self.size, self.size):
@@ -372,18 +392,19 @@ def _check_options(options: dict) -> None:
             raise PartsegError(f"train_gan.{key}: must be at least 1, got {options[key]}")
 
 
-def train_gan(*, images_dir, out_dir, snapshot_dir, size: int, style_dim: int = 128,
+def train_gan(*, images_dir=None, out_dir, snapshot_dir, size: int, data=None, style_dim: int = 128,
               n_mlp: int = 4, channel_base: int = 1024, channel_max: int = 128,
               batch_size: int = 16, steps: int = 1500, lr: float = 0.002, r1_gamma: float = 0.05,
               r1_every: int = 16, pl_weight: float = 0.0, pl_every: int = 4,
               mixing_prob: float = 0.9, ema_kimg: float = 2.5, augment: str = "none",
               snapshot_every: int = 250, seed: int = 0, device=None) -> dict:
-    """Train (or resume training) a StyleGAN2 on the images in `images_dir`; see the module doc.
+    """Train (or resume training) a StyleGAN2 on the images in `images_dir` (a folder of
+    PNG/JPEG files), or on `data` (an ImageFolderData, e.g. from_dataset); see the module doc.
 
     Returns a summary: dict(step, resumed_from, seconds, run_dir).
     """
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    data = ImageFolderData(images_dir, size)
+    data = data if data is not None else ImageFolderData(images_dir, size)
     options = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_base=channel_base,
                    channel_max=channel_max, batch_size=batch_size, steps=steps, lr=lr,
                    r1_gamma=r1_gamma, r1_every=r1_every, pl_weight=pl_weight, pl_every=pl_every,
