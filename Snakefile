@@ -20,6 +20,14 @@ LOGS = "results/logs"
 BENCH = "results/benchmarks"
 
 
+# Threads: the supervised baselines (and GAN training from scratch) take half the cores for
+# most of the run; the stages that run meanwhile (the few-shot chain and the test inversion)
+# take the other half, so neither waits for the other. Stages that run alone (dataset first,
+# train_autoshot, evaluate and report last) take every core.
+LONG_BRANCH = max(1, workflow.cores // 2)
+BESIDE_BASELINES = max(1, workflow.cores - LONG_BRANCH)
+
+
 def section(*keys):
     """The params.yaml values a rule reads, keyed by `section` or `section.key`.
 
@@ -51,7 +59,7 @@ rule dataset:
         f"{LOGS}/dataset.log",
     benchmark:
         f"{BENCH}/dataset.tsv"
-    threads: 1
+    threads: workflow.cores  # runs alone, first: render with every core
     resources:
         mem_mb=2000,
         runtime=30,
@@ -74,7 +82,7 @@ rule train_gan:
         f"{LOGS}/train_gan.log",
     benchmark:
         f"{BENCH}/train_gan.tsv"
-    threads: max(1, workflow.cores // 2)  # runs beside the other long training
+    threads: LONG_BRANCH
     resources:
         mem_mb=4000,
         runtime=24 * 60,
@@ -122,7 +130,7 @@ rule baselines:
         f"{LOGS}/baselines.log",
     benchmark:
         f"{BENCH}/baselines.tsv"
-    threads: max(1, workflow.cores // 2)  # runs beside the other long training
+    threads: LONG_BRANCH
     resources:
         mem_mb=4000,
         runtime=4 * 60,
@@ -147,7 +155,7 @@ rule train_annotator:
         f"{LOGS}/train_annotator.log",
     benchmark:
         f"{BENCH}/train_annotator.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     resources:
         mem_mb=4000,
         runtime=2 * 60,
@@ -175,7 +183,7 @@ rule annotate:
         f"{LOGS}/annotate.log",
     benchmark:
         f"{BENCH}/annotate.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     resources:
         mem_mb=2000,
         runtime=60,
@@ -200,7 +208,7 @@ rule features:
         f"{LOGS}/features.log",
     benchmark:
         f"{BENCH}/features.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     resources:
         mem_mb=2000,
         runtime=60,
@@ -225,7 +233,7 @@ rule train_fewshot:
         f"{LOGS}/train_fewshot.log",
     benchmark:
         f"{BENCH}/train_fewshot.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     resources:
         mem_mb=4000,
         runtime=60,
@@ -250,7 +258,7 @@ rule invert_test:
         f"{LOGS}/invert_test.log",
     benchmark:
         f"{BENCH}/invert_test.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     resources:
         mem_mb=4000,
         runtime=4 * 60,
@@ -275,7 +283,7 @@ rule predict_oneshot:
         f"{LOGS}/predict_oneshot.log",
     benchmark:
         f"{BENCH}/predict_oneshot.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     resources:
         mem_mb=2000,
         runtime=30,
