@@ -36,7 +36,13 @@ def available_splits(dataset_dir, splits: list[str], stage: str) -> list[str]:
     (CelebAMask-HQ and many users' folders have no `test_shifted`)."""
     from pathlib import Path
 
-    present = [s for s in splits if (Path(dataset_dir) / s / "masks").is_dir()]
+    from partseg.data.packed import is_packed, load_manifest
+
+    if is_packed(dataset_dir):  # the dataset stage's output: the manifest says
+        known = load_manifest(dataset_dir)["splits"]
+        present = [s for s in splits if s in known and known[s]["masks"]]
+    else:
+        present = [s for s in splits if (Path(dataset_dir) / s / "masks").is_dir()]
     for split in splits:
         if split not in present:
             log(f"[{stage}] note: split '{split}' has no masks in {dataset_dir}; skipped")
