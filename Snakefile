@@ -403,3 +403,29 @@ rule report:
         "python -m stages.report --threads {threads} --evaluation {input.evaluation} "
         "--annotations {input.annotations} --generator {input.generator} "
         "--benchmarks results/benchmarks --out {output} 2>&1 | tee {log}"
+
+
+# ---- Snakemake and DVC agree -------------------------------------------------------------
+# Each tool keeps its own record of what was built (Snakemake: .snakemake/metadata; DVC:
+# dvc.lock) and ignores the other's. These hooks translate (src/partseg/dvc_sync.py says
+# why this way): after a successful run, `dvc commit -f` the stages that ran, so `dvc status`
+# is up to date and `dvc repro` has nothing to do; and, as the Snakefile loads, adopt what
+# `dvc repro` built since the last agreement (`snakemake --touch` of exactly the stages
+# dvc.lock proves up to date), so `snakemake -n` has nothing to do and a later param change
+# reruns exactly its dependants under either tool. Both only warn if DVC is absent or fails.
+import sys
+
+try:
+    from partseg import dvc_sync
+except ImportError as error:  # partseg not installed in this environment: nothing to sync
+    dvc_sync = None
+    print(f"partseg: WARNING: cannot import partseg ({error}); Snakemake and DVC records "
+          "are not kept in step", file=sys.stderr)
+
+if dvc_sync is not None:
+    dvc_sync.adopt_dvc_builds(workflow)
+
+
+onsuccess:
+    if dvc_sync is not None:
+        dvc_sync.record_snakemake_run_in_dvc(workflow)

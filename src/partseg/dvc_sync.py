@@ -1,0 +1,200 @@
+"""Snakemake and DVC share one state: after either tool builds, the other has nothing to do.
+
+The two tools keep separate records of what they built, and each ignores the other's:
+
+- DVC decides from dvc.lock: per stage, the hashes of its deps and outs and its params values.
+- Snakemake decides from file mtimes and from its metadata in .snakemake/metadata/: per
+  output, the params, code, input list and shell command the job ran with ("rerun triggers").
+
+So, without help:
+
+1. After `snakemake --cores all`, DVC has no lock (or an old one): every stage looks changed and
+   `dvc repro` would recompute the whole pipeline. Fix: `record_snakemake_run_in_dvc`, called
+   from the Snakefile's `onsuccess:`, runs `dvc commit -f <stages>`. That is DVC's own command
+   for "these outputs were produced outside `dvc repro`": it hashes each stage's deps, params
+   and outs as they are now and writes their dvc.lock entries (and caches the outs), exactly
+   what `dvc repro` records after running the same command (tests/test_dag.py checks that both
+   files declare the same commands' paths). Only the stages this run *executed* are committed,
+   plus any missing from dvc.lock: a stage Snakemake merely found up to date keeps whatever DVC
+   knew about it, so a stage that DVC considers stale for a reason Snakemake does not track
+   (DVC also depends on the library code under src/partseg/) stays stale for DVC.
+
+2. After `dvc repro`, Snakemake has no metadata for the outputs (or metadata from an older
+   run). With none it still says "Nothing to be done", but warns of "missing provenance" and
+   can no longer see a param change (a missing record never triggers a rerun); with an old
+   record it reruns stages that DVC already rebuilt for the current params. Fix:
+   `adopt_dvc_builds`, called from the Snakefile as it loads (before Snakemake builds its
+   DAG, so also for `snakemake -n`): when dvc.lock changed since the two tools last agreed, it
+   asks `dvc status` which stages are up to date and runs Snakemake's own
+   `snakemake --touch --forcerun <those rules>` on their outputs. Touch mode runs nothing; it
+   records each job's metadata (params, code, input) as if it had run, through Snakemake's own
+   code, so nothing here depends on the metadata's file format. Plain `--touch` is dangerous
+   (it declares stale outputs fresh); here only stages whose dvc.lock entry matches the
+   current params, code and inputs are adopted, so it declares exactly what DVC has proved.
+
+The sha1 of dvc.lock at the last agreement is kept in .snakemake/partseg_dvc_lock.sha1, so the
+adoption (a `dvc status` and a touch run, a few seconds) happens only after DVC changed
+something, and `snakemake -n` stays fast otherwise. Both helpers only warn when DVC is missing,
+not initialised or fails: the Snakemake run itself never fails because of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+LOCK = Path("dvc.lock")
+AGREED = Path(".snakemake") / "partseg_dvc_lock.sha1"
+# Set in the nested `snakemake --touch` run, which must neither adopt nor commit again.
+NESTED = "PARTSEG_DVC_SYNC"
+
+
+def _warn(message: str) -> None:
+    print(f"partseg: WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def _info(message: str) -> None:
+    print(f"partseg: {message}", file=sys.stderr, flush=True)
+
+
+def _dvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess | None:
+    """Run dvc; None (after a warning) when it is not installed or not initialised here."""
+    if not Path(".dvc").is_dir():
+        _warn("no .dvc/ here (DVC not initialised): Snakemake's run is not recorded for DVC; "
+              "run `dvc init` once to let `dvc repro` and `dvc status` see it")
+        return None
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    try:
+        return subprocess.run(["dvc", *args], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except FileNotFoundError:
+        _warn("`dvc` not found on PATH: Snakemake's run is not recorded for DVC")
+    except subprocess.TimeoutExpired:
+        _warn(f"`dvc {' '.join(args)}` took over {timeout} s and was stopped")
+    return None
+
+
+def _lock_digest() -> str | None:
+    return hashlib.sha1(LOCK.read_bytes()).hexdigest() if LOCK.is_file() else None
+
+
+def _remember_agreement() -> None:
+    digest = _lock_digest()
+    if digest is not None:
+        AGREED.parent.mkdir(exist_ok=True)
+        AGREED.write_text(digest + "\n")
+
+
+def _locked_stages() -> dict:
+    """dvc.lock's stages: name -> entry (deps, params, outs)."""
+    try:
+        return (yaml.safe_load(LOCK.read_text()) or {}).get("stages", {}) if LOCK.is_file() else {}
+    except yaml.YAMLError:
+        return {}
+
+
+def _dvc_stage_bases() -> set[str]:
+    """Stage names declared in dvc.yaml (a `foreach` stage `s` yields `s@<item>` stages)."""
+    try:
+        return set((yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {}))
+    except (OSError, yaml.YAMLError):
+        return set()
+
+
+def _stage_name(job) -> str:
+    """The dvc.yaml stage of a Snakemake job: the rule's name, `rule@value` for a wildcard
+    (rule synthesize with shard=0 is DVC's foreach stage synthesize@0)."""
+    values = list(job.wildcards_dict.values())
+    return job.rule.name + "".join(f"@{value}" for value in values)
+
+
+# ---- 1. Snakemake built: record it in dvc.lock --------------------------------------------
+
+def record_snakemake_run_in_dvc(workflow) -> None:
+    """From the Snakefile's onsuccess: `dvc commit -f` the stages this run executed (and any
+    stage of the run's DAG that dvc.lock lacks). Warns instead of failing."""
+    if os.environ.get(NESTED):
+        return
+    try:
+        dag = workflow.dag
+        executed = set(dag.needrun_jobs(exclude_finished=False))
+        declared, locked = _dvc_stage_bases(), _locked_stages()
+        stages = sorted({_stage_name(job) for job in dag.jobs
+                         if job.rule.name in declared
+                         and (job in executed or _stage_name(job) not in locked)})
+    except Exception as error:  # never fail a finished run over bookkeeping
+        _warn(f"could not list the jobs of this run for DVC ({error!r}); "
+              "run `dvc commit -f` to record them")
+        return
+    if not stages:
+        return
+    _info(f"recording {len(stages)} stage(s) in dvc.lock (dvc commit -f {' '.join(stages)})")
+    result = _dvc("commit", "--force", "--quiet", *stages)
+    if result is None:
+        return
+    if result.returncode != 0:
+        _warn("`dvc commit` failed, so DVC does not know about this run (`dvc status` will "
+              "list these stages as changed):\n" + (result.stderr or result.stdout)[-2000:])
+        return
+    _remember_agreement()
+
+
+# ---- 2. DVC built: record it in Snakemake's metadata -------------------------------------
+
+def _up_to_date_rules(locked: dict, changed: set[str]) -> dict[str, list[str]]:
+    """rule -> its outputs, for the rules all of whose DVC stages are locked and unchanged."""
+    rules: dict[str, list[str]] = {}
+    stale: set[str] = set()
+    for name, entry in locked.items():
+        rule = name.split("@")[0]
+        if name in changed:
+            stale.add(rule)
+        rules.setdefault(rule, []).extend(out["path"] for out in entry.get("outs", []))
+    stale |= {name.split("@")[0] for name in changed}  # e.g. a shard DVC has not built yet
+    return {rule: outs for rule, outs in rules.items() if rule not in stale and outs}
+
+
+def adopt_dvc_builds(workflow) -> None:
+    """From the Snakefile as it loads: give Snakemake the metadata of what `dvc repro` built.
+
+    Only in the main Snakemake process (not in the per-job processes of cluster runs), and
+    only when dvc.lock changed since the two tools last agreed.
+    """
+    mode = getattr(getattr(workflow, "exec_mode", None), "name", "DEFAULT")
+    if os.environ.get(NESTED) or mode != "DEFAULT":
+        return
+    digest = _lock_digest()
+    if digest is None or (AGREED.is_file() and AGREED.read_text().strip() == digest):
+        return
+    status = _dvc("status", "--json", timeout=300)
+    if status is None:
+        return
+    try:
+        changed = {name.split(":")[-1] for name in json.loads(status.stdout or "{}")}
+    except json.JSONDecodeError:
+        changed = None
+    if status.returncode != 0 or changed is None:
+        _warn("`dvc status` failed; Snakemake keeps its own records:\n"
+              + (status.stderr or status.stdout)[-2000:])
+        return
+    rules = _up_to_date_rules(_locked_stages(), changed)
+    if rules:
+        targets = sorted({out for outs in rules.values() for out in outs})
+        command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
+                   "--touch", "--cores", "1", "--forcerun", *sorted(rules),
+                   "--allowed-rules", *sorted(rules), "--", *targets]
+        _info(f"adopting {len(rules)} stage(s) that dvc.lock records as up to date into "
+              "Snakemake's metadata (snakemake --touch of exactly those)")
+        result = subprocess.run(command, capture_output=True, text=True,
+                                env={**os.environ, NESTED: "1"})
+        if result.returncode != 0:
+            _warn("recording DVC's build for Snakemake failed; Snakemake may rerun stages DVC "
+                  "already built:\n" + (result.stderr or result.stdout)[-2000:])
+            return
+    _remember_agreement()
