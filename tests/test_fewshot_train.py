@@ -15,9 +15,12 @@ from partseg.fewshot.train import class_weights, labelled_positions
 from partseg.metrics import ConfusionMatrix
 
 NUM_CLASSES = 3
-# Few steps at small sizes: each network reaches its accuracy in about a second.
+# Few steps at small sizes: each network reaches its accuracy in about a second. Each one
+# clears the asserted 0.9 accuracy / 0.75 mIoU by far (all >= 0.99 / 0.98 here): the cnn had
+# 100 steps and reached only 0.946 / 0.81, a margin one CPU's rounding could eat; 300 give
+# 0.996 / 0.989.
 FAST = {"linear": dict(steps=150, lr=1e-2), "mlp": dict(steps=100), "mlp2": dict(steps=100),
-        "cnn": dict(steps=100)}
+        "cnn": dict(steps=300)}
 
 
 def write_cache(folder: Path, features: np.ndarray, layers=("convs.0",)) -> FeatureCache:

@@ -52,12 +52,27 @@ def test_probe_scores_a_linearly_solvable_labeler(generator):
     assert again["miou"] == result["miou"]  # seeded
 
 
+def separable_pixels(n: int = 32, size: int = 16, seed: int = 0):
+    """Images whose class is plain in every pixel's colour, with a wide margin: class 1
+    pixels have red in 160..255 and green in 0..95, class 0 the reverse (blue is noise).
+
+    Unlike red > green on uniform noise, no pixel sits near the decision boundary, so a
+    correct labeler reaches ~100% and the assertion does not hang on one CPU's rounding.
+    """
+    rng = np.random.default_rng(seed)
+    masks = (rng.random((n, size, size)) < 0.5).astype(np.uint8)
+    high, low = rng.integers(160, 256, masks.shape), rng.integers(0, 96, masks.shape)
+    red, green = np.where(masks == 1, high, low), np.where(masks == 1, low, high)
+    images = np.stack([red, green, rng.integers(0, 256, masks.shape)], axis=-1)
+    return images.astype(np.uint8), masks
+
+
 def test_labeler_learns_from_labelled_images():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
-    masks = bright_red(images)
-    masks[:, 0, 0] = 255  # ignored pixels are allowed
-    labeler = train_labeler(images, masks, 2, steps=40, batch_size=8)
+    images, masks = separable_pixels()
+    target = masks.copy()
+    masks[:, 0, 0] = 255  # ignored pixels are allowed in training
+    labeler = train_labeler(images, masks, 2, steps=80, batch_size=8)
     predicted = labeler(images)
     assert predicted.shape == masks.shape and predicted.dtype == np.uint8
-    assert iou_scores(predicted, masks, 2)["pixel_accuracy"] > 0.9
+    # ~1.0 when it learns (0.98 after 40 steps, 1.0 after 80 here); chance is 0.5.
+    assert iou_scores(predicted, target, 2)["pixel_accuracy"] > 0.95
