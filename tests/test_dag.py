@@ -112,3 +112,28 @@ def test_params_sections_exist(both):
     for name, stage in stages.items():
         for key in stage["params"]:
             assert key.split(".")[0] in known, f"{name}: unknown params section {key}"
+
+
+def test_snakefile_keeps_dvc_in_step():
+    """The hooks of src/partseg/dvc_sync.py: adopt DVC's builds on load, commit on success."""
+    text = (ROOT / "Snakefile").read_text()
+    assert "dvc_sync.adopt_dvc_builds(workflow)" in text
+    onsuccess = text[text.index("\nonsuccess:"):]
+    assert "dvc_sync.record_snakemake_run_in_dvc(workflow)" in onsuccess
+
+
+def test_only_stages_dvc_built_and_proves_up_to_date_are_adopted():
+    from partseg.dvc_sync import _rules_to_adopt
+
+    def entry(md5):
+        return {"cmd": "c", "outs": [{"path": f"results/{md5}", "md5": md5}]}
+
+    agreed = {"train_gan": entry("g"), "sample": entry("s"), "synthesize@0": entry("a"),
+              "synthesize@1": entry("b")}
+    locked = {**agreed, "sample": entry("s2"), "synthesize@0": entry("a2"), "features": entry("f")}
+    # sample and features were built by DVC since; synthesize@0 too, but @1 is stale for DVC;
+    # train_gan is as Snakemake last knew it.
+    assert _rules_to_adopt(locked, agreed, changed={"synthesize@1"}) == {
+        "sample": ["results/s2"], "features": ["results/f"]}
+    assert _rules_to_adopt(locked, {}, changed=set())["train_gan"] == ["results/g"]
+    assert _rules_to_adopt(locked, locked, changed=set()) == {}

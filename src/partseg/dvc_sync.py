@@ -32,17 +32,18 @@ So, without help:
    (it declares stale outputs fresh); here only stages whose dvc.lock entry matches the
    current params, code and inputs are adopted, so it declares exactly what DVC has proved.
 
-The sha1 of dvc.lock at the last agreement is kept in .snakemake/partseg_dvc_lock.sha1, so the
-adoption (a `dvc status` and a touch run, a few seconds) happens only after DVC changed
-something, and `snakemake -n` stays fast otherwise. Both helpers only warn when DVC is missing,
+A copy of dvc.lock as of the last agreement is kept in .snakemake/partseg_dvc_agreed.lock: the
+adoption (a `dvc status` and a touch run, a few seconds) happens only when dvc.lock differs
+from it, and covers only the stages whose lock entries differ (what DVC built or checked out
+since); `snakemake -n` stays fast otherwise. Both helpers only warn when DVC is missing,
 not initialised or fails: the Snakemake run itself never fails because of them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,7 @@ from pathlib import Path
 import yaml
 
 LOCK = Path("dvc.lock")
-AGREED = Path(".snakemake") / "partseg_dvc_lock.sha1"
+AGREED = Path(".snakemake") / "partseg_dvc_agreed.lock"
 # Set in the nested `snakemake --touch` run, which must neither adopt nor commit again.
 NESTED = "PARTSEG_DVC_SYNC"
 
@@ -80,21 +81,16 @@ def _dvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess | None:
     return None
 
 
-def _lock_digest() -> str | None:
-    return hashlib.sha1(LOCK.read_bytes()).hexdigest() if LOCK.is_file() else None
-
-
 def _remember_agreement() -> None:
-    digest = _lock_digest()
-    if digest is not None:
+    if LOCK.is_file():
         AGREED.parent.mkdir(exist_ok=True)
-        AGREED.write_text(digest + "\n")
+        shutil.copyfile(LOCK, AGREED)
 
 
-def _locked_stages() -> dict:
-    """dvc.lock's stages: name -> entry (deps, params, outs)."""
+def _locked_stages(lock: Path = LOCK) -> dict:
+    """A lock file's stages: name -> entry (deps, params, outs); {} if there is none."""
     try:
-        return (yaml.safe_load(LOCK.read_text()) or {}).get("stages", {}) if LOCK.is_file() else {}
+        return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
     except yaml.YAMLError:
         return {}
 
@@ -147,17 +143,18 @@ def record_snakemake_run_in_dvc(workflow) -> None:
 
 # ---- 2. DVC built: record it in Snakemake's metadata -------------------------------------
 
-def _up_to_date_rules(locked: dict, changed: set[str]) -> dict[str, list[str]]:
-    """rule -> its outputs, for the rules all of whose DVC stages are locked and unchanged."""
+def _rules_to_adopt(locked: dict, agreed: dict, changed: set[str]) -> dict[str, list[str]]:
+    """rule -> its outputs, for the rules to record for Snakemake: some DVC stage of the rule
+    has a new lock entry since the last agreement, and all of them are up to date for DVC."""
     rules: dict[str, list[str]] = {}
-    stale: set[str] = set()
+    new: set[str] = set()
     for name, entry in locked.items():
         rule = name.split("@")[0]
-        if name in changed:
-            stale.add(rule)
         rules.setdefault(rule, []).extend(out["path"] for out in entry.get("outs", []))
-    stale |= {name.split("@")[0] for name in changed}  # e.g. a shard DVC has not built yet
-    return {rule: outs for rule, outs in rules.items() if rule not in stale and outs}
+        if agreed.get(name) != entry:
+            new.add(rule)
+    stale = {name.split("@")[0] for name in changed}  # incl. a shard DVC has not built yet
+    return {rule: outs for rule, outs in rules.items() if rule in new and rule not in stale and outs}
 
 
 def adopt_dvc_builds(workflow) -> None:
@@ -169,8 +166,7 @@ def adopt_dvc_builds(workflow) -> None:
     mode = getattr(getattr(workflow, "exec_mode", None), "name", "DEFAULT")
     if os.environ.get(NESTED) or mode != "DEFAULT":
         return
-    digest = _lock_digest()
-    if digest is None or (AGREED.is_file() and AGREED.read_text().strip() == digest):
+    if not LOCK.is_file() or (AGREED.is_file() and AGREED.read_bytes() == LOCK.read_bytes()):
         return
     status = _dvc("status", "--json", timeout=300)
     if status is None:
@@ -183,14 +179,14 @@ def adopt_dvc_builds(workflow) -> None:
         _warn("`dvc status` failed; Snakemake keeps its own records:\n"
               + (status.stderr or status.stdout)[-2000:])
         return
-    rules = _up_to_date_rules(_locked_stages(), changed)
+    rules = _rules_to_adopt(_locked_stages(), _locked_stages(AGREED), changed)
     if rules:
         targets = sorted({out for outs in rules.values() for out in outs})
         command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
                    "--touch", "--cores", "1", "--forcerun", *sorted(rules),
                    "--allowed-rules", *sorted(rules), "--", *targets]
-        _info(f"adopting {len(rules)} stage(s) that dvc.lock records as up to date into "
-              "Snakemake's metadata (snakemake --touch of exactly those)")
+        _info(f"recording for Snakemake what DVC built: snakemake --touch {' '.join(sorted(rules))} "
+              "(up to date in dvc.lock; nothing is run)")
         result = subprocess.run(command, capture_output=True, text=True,
                                 env={**os.environ, NESTED: "1"})
         if result.returncode != 0:
