@@ -26,6 +26,11 @@ BENCH = "results/benchmarks"
 # train_autoshot, evaluate and report last) take every core.
 LONG_BRANCH = max(1, workflow.cores // 2)
 BESIDE_BASELINES = max(1, workflow.cores - LONG_BRANCH)
+# When cores are short, Snakemake starts the higher priority first: the few-shot chain up to
+# auto-shot is the critical path, the baselines the longest job beside it; the test inversion
+# (needed only by predict_oneshot and evaluate) fills the gaps.
+CRITICAL_PATH = 2
+LONG_BRANCH_PRIORITY = 1
 
 
 def section(*keys):
@@ -83,6 +88,7 @@ rule train_gan:
     benchmark:
         f"{BENCH}/train_gan.tsv"
     threads: LONG_BRANCH
+    priority: CRITICAL_PATH
     resources:
         mem_mb=4000,
         runtime=24 * 60,
@@ -107,6 +113,7 @@ rule sample:
     benchmark:
         f"{BENCH}/sample.tsv"
     threads: 1
+    priority: CRITICAL_PATH
     resources:
         mem_mb=2000,
         runtime=10,
@@ -131,6 +138,7 @@ rule baselines:
     benchmark:
         f"{BENCH}/baselines.tsv"
     threads: LONG_BRANCH
+    priority: LONG_BRANCH_PRIORITY
     resources:
         mem_mb=4000,
         runtime=4 * 60,
@@ -156,6 +164,7 @@ rule train_annotator:
     benchmark:
         f"{BENCH}/train_annotator.tsv"
     threads: BESIDE_BASELINES
+    priority: CRITICAL_PATH
     resources:
         mem_mb=4000,
         runtime=2 * 60,
@@ -184,6 +193,7 @@ rule annotate:
     benchmark:
         f"{BENCH}/annotate.tsv"
     threads: BESIDE_BASELINES
+    priority: CRITICAL_PATH
     resources:
         mem_mb=2000,
         runtime=60,
@@ -209,6 +219,7 @@ rule features:
     benchmark:
         f"{BENCH}/features.tsv"
     threads: BESIDE_BASELINES
+    priority: CRITICAL_PATH
     resources:
         mem_mb=2000,
         runtime=60,
@@ -234,6 +245,7 @@ rule train_fewshot:
     benchmark:
         f"{BENCH}/train_fewshot.tsv"
     threads: BESIDE_BASELINES
+    priority: CRITICAL_PATH
     resources:
         mem_mb=4000,
         runtime=60,
@@ -310,6 +322,7 @@ rule synthesize:
     wildcard_constraints:
         shard=r"\d+",
     threads: 1
+    priority: CRITICAL_PATH
     resources:
         mem_mb=4000,
         runtime=2 * 60,
@@ -335,6 +348,7 @@ rule train_autoshot:
     benchmark:
         f"{BENCH}/train_autoshot.tsv"
     threads: workflow.cores
+    priority: CRITICAL_PATH
     resources:
         mem_mb=4000,
         runtime=4 * 60,

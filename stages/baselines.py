@@ -30,6 +30,10 @@ def train_one(name: str, count: int, images, masks, classes: list[str], resoluti
     if threads:
         torch.set_num_threads(threads)
     log(f"[baselines] {name}: {count} labelled images")
+    # The few-label UNets converge sooner (bench/bench_unet.py --convergence: 10 images reach
+    # their plateau by 1000 steps), so they get baselines.steps_few instead of steps.
+    settings = {**settings, "steps": settings["steps"] if name == "unet_full" else settings["steps_few"]}
+    settings.pop("steps_few")
     model, _ = train_segmenter(images[:count], masks[:count], num_classes=len(classes),
                                target_kind="hard", device=resolve_device(),
                                log_path=out_dir / f"{name}_log.tsv",
@@ -60,7 +64,8 @@ def build(args, params):
     classes = load_classes(args.dataset)
     runs = {f"unet_k{n}": n for n in options.label_counts} | {"unet_full": len(images)}
     settings = {"unet_config": as_dict(autoshot.unet), "augment": as_dict(autoshot.augment),
-                "steps": options.steps, "batch_size": autoshot.batch_size, "lr": autoshot.lr,
+                "steps": options.steps, "steps_few": options.steps_few,
+                "batch_size": autoshot.batch_size, "lr": autoshot.lr,
                 "weight_decay": autoshot.weight_decay, "seed": options.seed}
     snapshots, resolution = Path(args.snapshots), params.data.resolution
     threads = args.threads if args.threads > 0 else _cpu_count()

@@ -191,8 +191,10 @@ class TrainAnnotatorParams:
 @dataclass
 class BaselinesParams:
     label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
-    steps: int = knob(2000, "optimiser steps of each UNet (same as auto-shot by default; "
-                            "bench/bench_unet.py --convergence)", low=1)
+    steps: int = knob(2000, "optimiser steps of the all-label UNet (same as auto-shot by "
+                            "default; bench/bench_unet.py --convergence)", low=1)
+    steps_few: int = knob(1000, "optimiser steps of the few-label UNets (label_counts): at "
+                                "10 images they plateau by 1000", low=1)
     seed: int = knob(0, "seed", low=0)
 
 
