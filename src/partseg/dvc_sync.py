@@ -32,10 +32,10 @@ So, without help:
    (it declares stale outputs fresh); here only stages whose dvc.lock entry matches the
    current params, code and inputs are adopted, so it declares exactly what DVC has proved.
 
-A copy of dvc.lock as of the last agreement is kept in .snakemake/partseg_dvc_agreed.lock: the
-adoption (a `dvc status` and a touch run, a few seconds) happens only when dvc.lock differs
-from it, and covers only the stages whose lock entries differ (what DVC built or checked out
-since); `snakemake -n` stays fast otherwise. Both helpers only warn when DVC is missing,
+The dvc.lock entries Snakemake's records match are kept in .snakemake/partseg_dvc_agreed.lock:
+the adoption (a `dvc status` and a touch run, a few seconds) happens only when dvc.lock
+differs from it, and covers only the stages whose entries differ (what DVC built or checked
+out since); `snakemake -n` stays fast otherwise. Both helpers only warn when DVC is missing,
 not initialised or fails: the Snakemake run itself never fails because of them.
 """
 
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,10 +80,18 @@ def _dvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess | None:
     return None
 
 
-def _remember_agreement() -> None:
-    if LOCK.is_file():
-        AGREED.parent.mkdir(exist_ok=True)
-        shutil.copyfile(LOCK, AGREED)
+def _remember_agreement(stages=None) -> None:
+    """Note that Snakemake's records match these stages' dvc.lock entries (all when None).
+
+    A stage left out (stale for DVC, so not adopted) keeps its previous entry here, so it is
+    adopted later, once DVC has rebuilt it, even if its lock entry has not changed by then.
+    """
+    locked = _locked_stages()
+    agreed = dict(locked) if stages is None else _locked_stages(AGREED)
+    agreed.update({name: locked[name] for name in (stages or ()) if name in locked})
+    agreed = {name: entry for name, entry in agreed.items() if name in locked}
+    AGREED.parent.mkdir(exist_ok=True)
+    AGREED.write_text(yaml.safe_dump({"stages": agreed}, sort_keys=False))
 
 
 def _locked_stages(lock: Path = LOCK) -> dict:
@@ -138,7 +145,7 @@ def record_snakemake_run_in_dvc(workflow) -> None:
         _warn("`dvc commit` failed, so DVC does not know about this run (`dvc status` will "
               "list these stages as changed):\n" + (result.stderr or result.stdout)[-2000:])
         return
-    _remember_agreement()
+    _remember_agreement(stages)
 
 
 # ---- 2. DVC built: record it in Snakemake's metadata -------------------------------------
@@ -166,7 +173,8 @@ def adopt_dvc_builds(workflow) -> None:
     mode = getattr(getattr(workflow, "exec_mode", None), "name", "DEFAULT")
     if os.environ.get(NESTED) or mode != "DEFAULT":
         return
-    if not LOCK.is_file() or (AGREED.is_file() and AGREED.read_bytes() == LOCK.read_bytes()):
+    locked = _locked_stages()
+    if not locked or locked == _locked_stages(AGREED):
         return
     status = _dvc("status", "--json", timeout=300)
     if status is None:
@@ -179,7 +187,7 @@ def adopt_dvc_builds(workflow) -> None:
         _warn("`dvc status` failed; Snakemake keeps its own records:\n"
               + (status.stderr or status.stdout)[-2000:])
         return
-    rules = _rules_to_adopt(_locked_stages(), _locked_stages(AGREED), changed)
+    rules = _rules_to_adopt(locked, _locked_stages(AGREED), changed)
     if rules:
         targets = sorted({out for outs in rules.values() for out in outs})
         command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
@@ -193,4 +201,4 @@ def adopt_dvc_builds(workflow) -> None:
             _warn("recording DVC's build for Snakemake failed; Snakemake may rerun stages DVC "
                   "already built:\n" + (result.stderr or result.stdout)[-2000:])
             return
-    _remember_agreement()
+    _remember_agreement([name for name in locked if name.split("@")[0] in rules])
