@@ -35,6 +35,7 @@ from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
 from partseg.gan.train import snapshot_path, snapshot_steps
 from partseg.io import file_sha256, save_png
+from partseg.visualize import enlarge
 
 ARCH_KEYS = ("size", "style_dim", "n_mlp", "channel_base", "channel_max")
 
@@ -60,8 +61,7 @@ def machine(note: str | None) -> str:
 
 
 def enlarged_grid(path: Path, factor: int = 3) -> np.ndarray:
-    grid = np.asarray(Image.open(path).convert("RGB"))
-    return np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1)
+    return enlarge(np.asarray(Image.open(path).convert("RGB")), factor)
 
 
 def ship(run_dir: Path, out: Path, command: str, trained_on: dict, seconds: float | None,
