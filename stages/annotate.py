@@ -10,8 +10,9 @@ annotate.source decides who annotates:
              thousands of rendered faces) labels the candidates, standing in for a person.
              Named as such in every output.
 annotate.pick decides which candidates become the shots, as a person would choose them:
-  auto       simulated: the candidates whose masks show the most parts (then the annotator's
-             confidence); manual: the candidates the discriminator finds most realistic are
+  auto       simulated: the candidates whose masks show the most parts, then those whose
+             smallest part is largest (a clear face, not one with a 2-pixel mouth), then the
+             annotator's confidence; manual: the candidates the discriminator finds most realistic are
              suggested, and the shots are the ones painted.
   first      the first k candidates (sample_000, ...), the paper's blind choice.
   [stems]    exactly these candidates, e.g. [sample_004].
@@ -31,6 +32,10 @@ from partseg.stage import log, run_stage, stage_parser
 
 
 MIN_PART_PIXELS = 2  # a part "shows" in a mask when it covers at least this many pixels
+# The automatic pick, as a person would choose: every part visible, each as large as possible
+# (a 32 px face's eye or mouth is a few pixels: the one with the largest smallest part teaches
+# the most), then the face the annotator is surest about.
+AUTO_PICK_ORDER = ("parts_shown", "smallest_part_pixels", "confidence")
 
 
 def load_candidates(sample_dir: Path) -> dict:
@@ -60,12 +65,15 @@ def named_indices(stems: list[str], wanted: list[str], k: int) -> list[int]:
 
 
 def coverage_scores(masks: list[np.ndarray], confidence: list[float]) -> list[dict]:
-    """Per candidate: how many part classes its mask shows, and the annotator's confidence."""
+    """Per candidate: how many part classes its mask shows, the pixels of its smallest shown
+    part, and the annotator's confidence."""
     scores = []
     for mask, sure in zip(masks, confidence):
-        counts = np.bincount(mask[mask != 255].ravel(), minlength=1)
-        shown = int((counts[1:] >= MIN_PART_PIXELS).sum())  # background not counted
-        scores.append({"parts_shown": shown, "confidence": round(float(sure), 4)})
+        parts = np.bincount(mask[mask != 255].ravel(), minlength=1)[1:]  # background not counted
+        shown = parts[parts >= MIN_PART_PIXELS]
+        scores.append({"parts_shown": int(shown.size),
+                       "smallest_part_pixels": int(shown.min()) if shown.size else 0,
+                       "confidence": round(float(sure), 4)})
     return scores
 
 
@@ -155,7 +163,7 @@ def simulated_shots(candidates: dict, pick, k: int, annotator_path: Path) -> tup
     if isinstance(pick, list):
         chosen = named_indices(candidates["stems"], pick, k)
     else:
-        chosen = rank(scores, ("parts_shown", "confidence"))[:k] if pick == "auto" else list(range(k))
+        chosen = rank(scores, AUTO_PICK_ORDER)[:k] if pick == "auto" else list(range(k))
     shots = select(candidates, chosen)
     shots["masks"] = [masks[i] for i in chosen]
     return shots, {stem: score for stem, score in zip(candidates["stems"], scores)}

@@ -142,7 +142,7 @@ def test_a_pick_that_names_no_sample_says_which_exist(tmp_path):
 
 def test_auto_pick_ranks_the_mask_that_shows_most_parts_first():
     sys.path.insert(0, str(ROOT))  # `pytest` (unlike `python -m pytest`) does not put it there
-    from stages.annotate import coverage_scores, rank
+    from stages.annotate import AUTO_PICK_ORDER, coverage_scores, rank
 
     hair_only = np.zeros((32, 32), np.uint8)
     hair_only[:8] = 2
@@ -150,6 +150,14 @@ def test_auto_pick_ranks_the_mask_that_shows_most_parts_first():
     face[10:12, 8:10], face[10:12, 20:22], face[20:22, 14:18] = 3, 3, 6  # eyes and a mouth
     tiny = face.copy()
     tiny[25, 5] = 7  # one ear pixel is not a visible part
-    scores = coverage_scores([hair_only, tiny, face], confidence=[0.9, 0.5, 0.8])
-    assert [s["parts_shown"] for s in scores] == [1, 3, 3]
-    assert rank(scores, ("parts_shown", "confidence")) == [2, 1, 0]
+    big_mouth = face.copy()
+    big_mouth[20:23, 13:19] = 6
+    masks = [hair_only, tiny, face, big_mouth]
+    scores = coverage_scores(masks, confidence=[0.9, 0.5, 0.8, 0.6])
+    assert [s["parts_shown"] for s in scores] == [1, 3, 3, 3]
+    assert [s["smallest_part_pixels"] for s in scores] == [256, 8, 8, 8]
+    assert rank(scores, AUTO_PICK_ORDER) == [2, 3, 1, 0]  # equal smallest parts: confidence
+    big_eyes = big_mouth.copy()
+    big_eyes[9:12, 7:10], big_eyes[9:12, 19:22] = 3, 3  # now every part has >= 18 pixels
+    scores = coverage_scores(masks + [big_eyes], confidence=[0.9, 0.5, 0.8, 0.6, 0.1])
+    assert rank(scores, AUTO_PICK_ORDER)[0] == 4
