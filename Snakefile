@@ -21,9 +21,10 @@ BENCH = "results/benchmarks"
 
 
 # Threads: the supervised baselines (and GAN training from scratch) take half the cores for
-# most of the run; the stages that run meanwhile (the few-shot chain and the test inversion)
-# take the other half, so neither waits for the other. Stages that run alone (dataset first,
-# train_autoshot, evaluate and report last) take every core.
+# most of the run; the stages that run meanwhile (the few-shot chain up to train_autoshot, and
+# the test inversion) take the other half, so neither waits for the other. Stages that run
+# alone (dataset first, evaluate and report last) take every core. train_autoshot used to take
+# every core too, which made it wait for the baselines to finish while one core stood idle.
 LONG_BRANCH = max(1, workflow.cores // 2)
 BESIDE_BASELINES = max(1, workflow.cores - LONG_BRANCH)
 # When cores are short, Snakemake starts the higher priority first: the few-shot chain up to
@@ -347,7 +348,7 @@ rule train_autoshot:
         f"{LOGS}/train_autoshot.log",
     benchmark:
         f"{BENCH}/train_autoshot.tsv"
-    threads: workflow.cores
+    threads: BESIDE_BASELINES
     priority: CRITICAL_PATH
     resources:
         mem_mb=4000,

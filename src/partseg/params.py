@@ -75,7 +75,7 @@ class TrainGanParams:
 
 @dataclass
 class SampleParams:
-    n: int = knob(10, "generated images exported for annotation (at least annotate.k)", low=1)
+    n: int = knob(32, "generated images exported for annotation (at least annotate.k)", low=1)
     seed: int = knob(0, "seed of the latents", low=0)
     truncation: float = knob(1.0, "truncation psi (1 = none, as the paper)", low=0.0, high=1.0)
 
@@ -113,19 +113,19 @@ class TrainFewshotParams:
     network: str = knob("cnn", "per-pixel classifier",
                         choices=("linear", "mlp", "mlp2", "cnn"))
     ensemble: int = knob(1, "members; their disagreement is the uncertainty map", low=1, high=32)
-    steps: int = knob(1000, "optimiser steps", low=1)
+    steps: int = knob(300, "optimiser steps", low=1)
     batch_pixels: int = knob(4096, "pixels per step (linear/MLP)", low=16)
     tile: int = knob(32, "tile size per step (CNN)", low=8)
     lr: float = knob(0.001, "Adam learning rate", low=0.0)
     weight_decay: float = knob(0.001, "Adam weight decay", low=0.0)
-    class_balance: bool = knob(False, "weight the loss by inverse class frequency")
+    class_balance: bool = knob(True, "weight the loss by inverse class frequency")
     seed: int = knob(0, "seed", low=0)
 
 
 @dataclass
 class InvertTestParams:
     splits: list[str] = knob(["test", "test_shifted"], "dataset splits to invert")
-    n_images: int = knob(100, "first N images of each split (inversion is slow)", low=1)
+    n_images: int = knob(50, "first N images of each split (inversion is slow)", low=1)
 
 
 @dataclass
@@ -160,7 +160,7 @@ class TrainAutoshotParams:
     unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "segmenter architecture"})
     augment: AugmentParams = field(default_factory=AugmentParams,
                                    metadata={"help": "geometric and colour augmentation"})
-    steps: int = knob(2000, "optimiser steps (bench/bench_unet.py --convergence)", low=1)
+    steps: int = knob(1500, "optimiser steps (bench/bench_unet.py --convergence)", low=1)
     batch_size: int = knob(32, "images per step", low=1)
     lr: float = knob(0.003, "Adam peak learning rate (warm-up, cosine decay)", low=0.0)
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
