@@ -32,7 +32,7 @@ def test_committed_params_are_the_documented_defaults():
     ({"train_autoshot": {"augment": {"rotaton": 3}}}, "unknown params key train_autoshot.augment.rotaton"),
     ({"synthesize": {"shards": [0, "a"]}}, "synthesize.shards[1]: expected an integer"),
     ({"synthesize": {"shards": [0, 0]}}, "synthesize.shards: shard ids must be unique"),
-    ({"annotate": {"k": 20}}, "annotate.k: 20 shots need at least as many samples"),
+    ({"annotate": {"k": 40}}, "annotate.k: 40 shots need at least as many samples"),
     ({"data": {"source": "folder"}}, "annotate.source: 'simulated' stands in for a person"),
     ({"features": {"resolution": 64}}, "features.resolution: 64 is larger than data.resolution"),
     ({"dataset": 3}, "dataset: expected a mapping"),
