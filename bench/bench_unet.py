@@ -68,8 +68,9 @@ def convergence(args, params) -> None:
     classes = load_classes(args.dataset)
     options = params.train_autoshot
     lr = args.lr if args.lr is not None else options.lr
+    batch_size = args.batch_size or options.batch_size
     print(f"# test mIoU (%) after a full schedule of `steps` steps; lr {lr}, batch "
-          f"{options.batch_size}, threads {torch.get_num_threads()}", flush=True)
+          f"{batch_size}, threads {torch.get_num_threads()}", flush=True)
     print("images\tsteps\ttest_miou\tseconds\ts_per_step", flush=True)
     for steps in args.steps:
         for count in args.counts:
@@ -78,7 +79,7 @@ def convergence(args, params) -> None:
             model, _ = train_segmenter(
                 images[:count], masks[:count], num_classes=len(classes), target_kind="hard",
                 unet_config=as_dict(options.unet), augment=as_dict(options.augment),
-                steps=steps, batch_size=options.batch_size, lr=lr,
+                steps=steps, batch_size=batch_size, lr=lr,
                 weight_decay=options.weight_decay, seed=params.baselines.seed, device="cpu")
             seconds = time.perf_counter() - start
             print(f"{count}\t{steps}\t{test_miou(model, args.dataset):.1f}\t{seconds:.0f}\t"
@@ -251,6 +252,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000],
                         help="step budgets (--convergence)")
     parser.add_argument("--lr", type=float, default=None, help="peak lr (default: params.yaml)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per step (--convergence; default: params.yaml)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -90,7 +90,7 @@ class ImageFolderData:
         data = cls.__new__(cls)
         data.folder, data.size = Path(root) / split, size
         data.paths = [data.folder / stem for stem in stems]  # names only: len() and messages
-        # Same formula as for a folder, so snapshots taken on the PNG layout still resume.
+        # The packed layout's pixel fingerprint (a folder's: names and sizes of its files).
         data.fingerprint = split_fingerprint(root, split)
         data.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         return data
