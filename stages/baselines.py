@@ -31,9 +31,12 @@ def train_one(name: str, count: int, images, masks, classes: list[str], resoluti
         torch.set_num_threads(threads)
     log(f"[baselines] {name}: {count} labelled images")
     # The few-label UNets converge sooner (bench/bench_unet.py --convergence: 10 images reach
-    # their plateau by 1000 steps), so they get baselines.steps_few instead of steps.
-    settings = {**settings, "steps": settings["steps"] if name == "unet_full" else settings["steps_few"]}
-    settings.pop("steps_few")
+    # their plateau by 1000 steps) and on smaller batches (1 or 10 images fill no batch of 32),
+    # so they get baselines.steps_few and batch_size_few instead of steps and batch_size.
+    few = name != "unet_full"
+    settings = {**settings, "steps": settings["steps_few"] if few else settings["steps"],
+                "batch_size": settings["batch_size_few"] if few else settings["batch_size"]}
+    settings.pop("steps_few"), settings.pop("batch_size_few")
     model, _ = train_segmenter(images[:count], masks[:count], num_classes=len(classes),
                                target_kind="hard", device=resolve_device(),
                                log_path=out_dir / f"{name}_log.tsv",
@@ -65,7 +68,8 @@ def build(args, params):
     runs = {f"unet_k{n}": n for n in options.label_counts} | {"unet_full": len(images)}
     settings = {"unet_config": as_dict(autoshot.unet), "augment": as_dict(autoshot.augment),
                 "steps": options.steps, "steps_few": options.steps_few,
-                "batch_size": autoshot.batch_size, "lr": autoshot.lr,
+                "batch_size": autoshot.batch_size, "batch_size_few": options.batch_size_few,
+                "lr": autoshot.lr,
                 "weight_decay": autoshot.weight_decay, "seed": options.seed}
     snapshots, resolution = Path(args.snapshots), params.data.resolution
     threads = args.threads if args.threads > 0 else _cpu_count()
