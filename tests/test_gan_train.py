@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +148,25 @@ def test_sample_wplus_reproduces_the_images_with_truncation(small_generator):
         w = small_generator.mapping(out["z"])
     torch.testing.assert_close(out["wplus"][:, 3], centre + 0.5 * (w - centre))
     assert torch.equal(out["wplus"][:, 0], out["wplus"][:, -1])
+
+
+def test_a_shipped_run_loads_records_its_checksum_and_resumes_where_it_says(images_dir, tmp_path):
+    from partseg.gan.ship import ship
+    from partseg.io import file_sha256
+
+    summary = run(images_dir, tmp_path, steps=4)
+    out = tmp_path / "shipped"
+    record = ship(Path(summary["run_dir"]), out, command="python -m stages.train_gan ...",
+                  trained_on={"source": "synthetic", "resolution": 16, "seed": 0},
+                  seconds=5400.0, probe=None, resumable=True)
+    assert record["steps"] == 4 and record["wall_hours"] == 1.5
+    assert record["sha256"] == file_sha256(out / "generator.pt")
+    assert load_generator(out / "generator.pt").size == 16
+    assert load_discriminator(out / "generator.pt") is not None
+    run_id = Path(summary["run_dir"]).name
+    assert record["run_id"] == run_id
+    assert f"checkpoints/demo_gan/{run_id}/snapshot-000004.pt" in record["resume"]
+    # Following the instructions: the copied snapshot is where a longer run resumes from.
+    (tmp_path / "again" / "snap" / run_id).mkdir(parents=True)
+    shutil.copyfile(out / "snapshot.pt", tmp_path / "again" / "snap" / run_id / "snapshot-000004.pt")
+    assert run(images_dir, tmp_path / "again", steps=6)["resumed_from"] == 4

@@ -64,6 +64,16 @@ def enlarged_grid(path: Path, factor: int = 3) -> np.ndarray:
     return enlarge(np.asarray(Image.open(path).convert("RGB")), factor)
 
 
+def resume_instructions(out: Path, run_id: str, step: int) -> str:
+    """How to continue training from the shipped snapshot (the trainer finds it by run id)."""
+    return (f"mkdir -p checkpoints/demo_gan/{run_id} && cp {out}/snapshot.pt "
+            f"checkpoints/demo_gan/{run_id}/snapshot-{step:06d}.pt, raise train_gan.steps in a "
+            f"copy of {out}/train_params.yaml, and run the command with --params pointing at "
+            f"that copy: training continues from step {step} with the same optimiser state and "
+            "RNG (the run id hashes the options and the dataset's pixel fingerprint, so the "
+            "same params on the same demo data find it)")
+
+
 def ship(run_dir: Path, out: Path, command: str, trained_on: dict, seconds: float | None,
          probe: Path | None, resumable: bool, params: Path | None = None,
          machine_note: str | None = None) -> dict:
@@ -98,9 +108,8 @@ def ship(run_dir: Path, out: Path, command: str, trained_on: dict, seconds: floa
         "machine": machine(machine_note),
         "options": options,
         "command": command,
-        "resume": ("copy snapshot.pt to <snapshots>/<run id>/snapshot-<step>.pt (run id: the "
-                   "folder name train_gan prints) and rerun the command with more steps")
-        if resumable else None,
+        "run_id": run_dir.name,
+        "resume": resume_instructions(out, run_dir.name, step) if resumable else None,
         "sha256": file_sha256(out / "generator.pt"),
     }
     (out / "record.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
