@@ -133,7 +133,8 @@ rule baselines:
         directory("results/baselines"),
     params:
         section("data", "baselines", "train_autoshot.unet", "train_autoshot.augment",
-                "train_autoshot.batch_size", "train_autoshot.lr", "train_autoshot.weight_decay"),
+                "train_autoshot.batch_size", "train_autoshot.lr", "train_autoshot.weight_decay",
+                "train_autoshot.class_balance_power"),
     log:
         f"{LOGS}/baselines.log",
     benchmark:

@@ -43,7 +43,8 @@ def build(args, params):
             images, logits, num_classes=len(classes), target_kind="soft",
             unet_config=as_dict(options.unet), augment=as_dict(options.augment),
             steps=options.steps, batch_size=options.batch_size, lr=options.lr,
-            weight_decay=options.weight_decay, seed=options.seed, device=resolve_device(),
+            weight_decay=options.weight_decay, class_balance_power=options.class_balance_power,
+            seed=options.seed, device=resolve_device(),
             log_path=tmp / "training_log.tsv", snapshot_dir=Path(args.snapshots))
         save_segmenter(tmp / "model.pt", model,
                        {"classes": classes, "resolution": params.data.resolution,

@@ -247,3 +247,40 @@ def test_trained_model_is_channels_last_and_saves_like_any_other(tmp_path):
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(model(x), loaded(x), rtol=1e-4, atol=1e-5)
+
+
+def test_class_balance_weights_follow_the_frequencies_and_lift_rare_classes():
+    from partseg.autoshot.train import balanced_class_weights
+
+    masks = np.zeros((4, 10, 10), np.uint8)  # class 0: 96 px per image, class 1: 4, class 2: none
+    masks[:, :2, :2] = 1
+    masks[0, 9, 9] = 255  # ignored pixels are not counted
+    stack = ArrayStack(masks, "targets")
+    assert balanced_class_weights(stack, "hard", 3, power=0.0) is None
+    weights = balanced_class_weights(stack, "hard", 3, power=0.5).numpy()
+    assert weights[2] == 0  # absent: never a target
+    assert weights[[0, 1]].mean() == pytest.approx(1.0)
+    assert weights[1] / weights[0] == pytest.approx((383 / 16) ** 0.5, rel=1e-4)
+    full = balanced_class_weights(stack, "hard", 3, power=1.0).numpy()
+    assert full[1] / full[0] == pytest.approx(383 / 16, rel=1e-4)
+    # Soft targets are counted by their argmax: the same weights from logits.
+    logits = np.stack([(masks == k).astype(np.float16) * 4 for k in range(3)], axis=1)
+    logits[0, :, 9, 9] = [4, 0, 0]  # (the ignored pixel becomes class 0 here)
+    soft = balanced_class_weights(ArrayStack(logits, "targets"), "soft", 3, power=0.5).numpy()
+    assert soft[1] / soft[0] == pytest.approx((384 / 16) ** 0.5, rel=1e-4)
+
+
+def test_class_balance_makes_a_rare_class_cost_more():
+    """The weighted loss is the plain one with each class's term scaled by its weight."""
+    from partseg.autoshot.train import soft_cross_entropy
+
+    logits = torch.zeros(1, 2, 1, 2)
+    targets = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # one pixel of each class
+    valid = torch.ones(1, 1, 2, dtype=torch.bool)
+    plain = soft_cross_entropy(logits, targets, valid)
+    weighted = soft_cross_entropy(logits, targets, valid, torch.tensor([0.5, 1.5]))
+    assert plain.item() == pytest.approx(np.log(2))
+    assert weighted.item() == pytest.approx(np.log(2))  # mean weight 1 over these two pixels
+    only_rare = soft_cross_entropy(logits[:, :, :, 1:], targets[:, :, :, 1:], valid[:, :, 1:],
+                                   torch.tensor([0.5, 1.5]))
+    assert only_rare.item() == pytest.approx(1.5 * np.log(2))

@@ -164,6 +164,9 @@ class TrainAutoshotParams:
     batch_size: int = knob(32, "images per step", low=1)
     lr: float = knob(0.003, "Adam peak learning rate (warm-up, cosine decay)", low=0.0)
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
+    class_balance_power: float = knob(0.5, "loss weight of a class ~ (1 / its pixel frequency) "
+                                           "** power; 0 = plain cross-entropy. Also used by the "
+                                           "baselines (same recipe)", low=0.0)
     seed: int = knob(0, "seed", low=0)
 
 
