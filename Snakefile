@@ -133,8 +133,7 @@ rule baselines:
         directory("results/baselines"),
     params:
         section("data", "baselines", "train_autoshot.unet", "train_autoshot.augment",
-                "train_autoshot.batch_size", "train_autoshot.lr", "train_autoshot.weight_decay",
-                "train_autoshot.class_balance_power"),
+                "train_autoshot.batch_size", "train_autoshot.lr", "train_autoshot.weight_decay"),
     log:
         f"{LOGS}/baselines.log",
     benchmark:

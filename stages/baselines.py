@@ -71,7 +71,7 @@ def build(args, params):
                 "batch_size": autoshot.batch_size, "batch_size_few": options.batch_size_few,
                 "lr": autoshot.lr,
                 "weight_decay": autoshot.weight_decay,
-                "class_balance_power": autoshot.class_balance_power, "seed": options.seed}
+                "class_balance_power": options.class_balance_power, "seed": options.seed}
     snapshots, resolution = Path(args.snapshots), params.data.resolution
     threads = args.threads if args.threads > 0 else _cpu_count()
     workers = workers_for(threads, len(runs), resolve_device().type)
