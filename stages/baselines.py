@@ -4,7 +4,9 @@ unet_k<n>.pt for each n in baselines.label_counts (the first n images of the lab
 pool — the supervised alternative to annotating n GAN samples) and unet_full.pt on the
 whole pool (the upper bound; on the demo data it is also the simulated annotator). Same
 architecture, optimiser and augmentation as auto-shot (train_autoshot's settings): a weak
-baseline proves nothing.
+baseline proves nothing. Each keeps what suits it best: the few-label UNets their own steps
+and batch (baselines.steps_few, batch_size_few), and clean labels no class-balanced loss
+(baselines.class_balance_power 0, where auto-shot's noisy generated labels need 0.5).
 
 With --threads N > 1 on the CPU the UNets train side by side, one process per UNet (at most
 N, each with N / processes threads): a 32 px UNet step is too small to use several threads
