@@ -2,7 +2,8 @@
 
 unet_k<n>.pt for each n in baselines.label_counts (the first n images of the labelled
 pool — the supervised alternative to annotating n GAN samples) and unet_full.pt on the
-whole pool (the upper bound; on the demo data it is also the simulated annotator). Same
+whole pool (the upper bound; the demo's simulated annotator is another UNet, trained by
+the train_annotator stage on rendered faces). Same
 architecture, optimiser and augmentation as auto-shot (train_autoshot's settings): a weak
 baseline proves nothing. Each keeps what suits it best: the few-label UNets their own steps
 and batch (baselines.steps_few, batch_size_few), and clean labels no class-balanced loss
