@@ -10,9 +10,8 @@ annotate.source decides who annotates:
              thousands of rendered faces) labels the candidates, standing in for a person.
              Named as such in every output.
 annotate.pick decides which candidates become the shots, as a person would choose them:
-  auto       simulated: the candidates whose masks show the most parts, then those whose
-             smallest part is largest (a clear face, not one with a 2-pixel mouth), then the
-             annotator's confidence; manual: the candidates the discriminator finds most realistic are
+  auto       simulated: the candidates whose masks show the most parts (each at least a
+             2x2 patch), then the annotator's confidence; manual: the candidates the discriminator finds most realistic are
              suggested, and the shots are the ones painted.
   first      the first k candidates (sample_000, ...), the paper's blind choice.
   [stems]    exactly these candidates, e.g. [sample_004].
@@ -31,11 +30,14 @@ from partseg.io import atomic_dir, atomic_path, read_image, read_mask, save_json
 from partseg.stage import log, run_stage, stage_parser
 
 
-MIN_PART_PIXELS = 2  # a part "shows" in a mask when it covers at least this many pixels
-# The automatic pick, as a person would choose: every part visible, each as large as possible
-# (a 32 px face's eye or mouth is a few pixels: the one with the largest smallest part teaches
-# the most), then the face the annotator is surest about.
-AUTO_PICK_ORDER = ("parts_shown", "smallest_part_pixels", "confidence")
+# A part "shows" in a mask when it covers at least this many pixels: a 2x2 patch is the least
+# a person can paint and a few-shot net can learn a part from.
+MIN_PART_PIXELS = 4
+# The automatic pick, as a person would choose: a face that shows every part, and among those
+# the clearest, i.e. the one the annotator is surest about (an unclear face, e.g. dark hair
+# on a dark background, is one it hesitates on). A tiebreak on the smallest part's size was
+# tried and dropped: one pixel more of eyebrow picked the least clear face of all.
+AUTO_PICK_ORDER = ("parts_shown", "confidence")
 
 
 def load_candidates(sample_dir: Path) -> dict:
