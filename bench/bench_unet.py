@@ -92,7 +92,8 @@ def convergence(args, params) -> None:
                 images[:count], masks[:count], num_classes=len(classes), target_kind="hard",
                 unet_config=as_dict(options.unet), augment=as_dict(options.augment),
                 steps=steps, batch_size=batch_size, lr=lr,
-                weight_decay=options.weight_decay, class_balance_power=params.baselines.class_balance_power,
+                weight_decay=options.weight_decay,
+                class_balance_power=params.baselines.class_balance_power,
                 seed=params.baselines.seed, device="cpu")
             seconds = time.perf_counter() - start
             print(f"{count}\t{steps}\t{test_miou(model, args.dataset):.1f}\t{seconds:.0f}\t"

@@ -11,8 +11,9 @@ annotate.source decides who annotates:
              Named as such in every output.
 annotate.pick decides which candidates become the shots, as a person would choose them:
   auto       simulated: the candidates whose masks show the most parts (each at least a
-             2x2 patch), then the annotator's confidence; manual: the candidates the discriminator finds most realistic are
-             suggested, and the shots are the ones painted.
+             2x2 patch), then the annotator's confidence; manual: the candidates the
+             discriminator finds most realistic are suggested, and the shots are the ones
+             painted.
   first      the first k candidates (sample_000, ...), the paper's blind choice.
   [stems]    exactly these candidates, e.g. [sample_004].
 Writes results/annotate/{images,masks}/<stem>.png, latents.pt, annotations.json (the choice and

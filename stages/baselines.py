@@ -3,9 +3,8 @@
 unet_k<n>.pt for each n in baselines.label_counts (the first n images of the labelled
 pool — the supervised alternative to annotating n GAN samples) and unet_full.pt on the
 whole pool (the upper bound; the demo's simulated annotator is another UNet, trained by
-the train_annotator stage on rendered faces). Same
-architecture, optimiser and augmentation as auto-shot (train_autoshot's settings): a weak
-baseline proves nothing. Each keeps what suits it best: the few-label UNets their own steps
+the train_annotator stage on rendered faces). Same architecture, optimiser and augmentation
+as auto-shot (train_autoshot's settings): a weak baseline proves nothing. Each keeps what suits it best: the few-label UNets their own steps
 and batch (baselines.steps_few, batch_size_few), and clean labels no class-balanced loss
 (baselines.class_balance_power 0, where auto-shot's noisy generated labels need 0.5).
 
@@ -72,8 +71,7 @@ def build(args, params):
     settings = {"unet_config": as_dict(autoshot.unet), "augment": as_dict(autoshot.augment),
                 "steps": options.steps, "steps_few": options.steps_few,
                 "batch_size": autoshot.batch_size, "batch_size_few": options.batch_size_few,
-                "lr": autoshot.lr,
-                "weight_decay": autoshot.weight_decay,
+                "lr": autoshot.lr, "weight_decay": autoshot.weight_decay,
                 "class_balance_power": options.class_balance_power, "seed": options.seed}
     snapshots, resolution = Path(args.snapshots), params.data.resolution
     threads = args.threads if args.threads > 0 else _cpu_count()

@@ -202,17 +202,14 @@ def balanced_class_weights(target_stack: "ArrayStack", target_kind: str, num_cla
     """
     if power == 0:
         return None
+    from partseg.fewshot.train import class_weights
+
     rng = np.random.default_rng(seed)
     count = min(len(target_stack), BALANCE_SAMPLE_IMAGES)
-    sample = target_stack.take(np.sort(rng.choice(len(target_stack), count, replace=False)))
-    labels = np.asarray(sample).argmax(1) if target_kind == "soft" else np.asarray(sample)
-    counts = np.bincount(labels[labels != IGNORE].ravel().astype(np.int64), minlength=num_classes)
-    frequency = counts[:num_classes] / max(1, counts[:num_classes].sum())
-    present = frequency > 0
-    weights = np.zeros(num_classes)
-    weights[present] = frequency[present] ** -power
-    weights[present] /= weights[present].mean()
-    return torch.tensor(weights, dtype=torch.float32)
+    sample = np.asarray(target_stack.take(np.sort(rng.choice(len(target_stack), count,
+                                                                replace=False))))
+    labels = sample.argmax(1).astype(np.uint8) if target_kind == "soft" else sample
+    return class_weights(labels, num_classes, power)
 
 
 def _normalise_augment(augment: dict | None) -> dict | None:

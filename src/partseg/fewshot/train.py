@@ -129,8 +129,9 @@ def check_masks(cache, masks: np.ndarray, num_classes: int) -> float:
     return float(labelled.mean())
 
 
-def class_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights over labelled pixels, normalised to mean 1 over present classes.
+def class_weights(masks: np.ndarray, num_classes: int, power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights over labelled pixels, (1 / count) ** power, normalised to mean
+    1 over present classes (train_autoshot uses power 0.5: balanced_class_weights).
 
     A class absent from the masks gets weight 0 (it never occurs as a target anyway).
     """
@@ -138,7 +139,7 @@ def class_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
     counts = counts[:num_classes].astype(np.float64)
     present = counts > 0
     weights = np.zeros(num_classes)
-    weights[present] = 1.0 / counts[present]
+    weights[present] = counts[present] ** -power
     weights[present] /= weights[present].mean()
     return torch.tensor(weights, dtype=torch.float32)
 
