@@ -420,6 +420,24 @@ rule report:
         "--benchmarks results/benchmarks --out {output} 2>&1 | tee {log}"
 
 
+# ---- The paper's other experiments (not in `all`) ---------------------------------------
+# `snakemake --cores all experiments` builds them after the default run's results; DVC's
+# stages for them are in experiments/dvc.yaml, a DVC project of its own so that the default
+# `dvc repro` leaves them out too (experiments/README.md). Each experiments/rules/<name>.smk
+# adds its output folder to EXPERIMENTS.
+EXPERIMENTS = {}
+
+
+include: "experiments/rules/representations.smk"
+include: "experiments/rules/video.smk"
+include: "experiments/rules/protocols.smk"
+
+
+rule experiments:
+    input:
+        list(EXPERIMENTS.values()),
+
+
 # ---- Snakemake and DVC agree -------------------------------------------------------------
 # Each tool keeps its own record of what was built (Snakemake: .snakemake/metadata; DVC:
 # dvc.lock) and ignores the other's. These hooks translate (src/partseg/dvc_sync.py says

@@ -33,7 +33,7 @@ def snakemake_rules() -> dict[str, dict]:
                                 snakefile=ROOT / "Snakefile", workdir=ROOT)._workflow
         rules = {}
         for rule in workflow.rules:
-            if rule.name == "all":
+            if rule.name in ("all", "experiments"):
                 continue
             params = rule.params[0] if len(rule.params) else {}
             rules[rule.name] = {
@@ -48,8 +48,21 @@ def snakemake_rules() -> dict[str, dict]:
         return rules
 
 
+def experiment_path(path: str) -> str:
+    """experiments/dvc.yaml's paths are relative to experiments/: one spelling from the root."""
+    return path[3:] if path.startswith("../") else f"experiments/{path}"
+
+
+def experiment_params(entries: list) -> set[str]:
+    """experiments/dvc.yaml names the top-level params file: `- ../params.yaml: [keys]`."""
+    keys = set()
+    for entry in entries:
+        assert isinstance(entry, dict) and set(entry) == {"../params.yaml"}, entry
+        keys.update(entry["../params.yaml"])
+    return keys
+
+
 def dvc_stages() -> dict[str, dict]:
-    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
 
     def resolve(text: str) -> str:
@@ -60,7 +73,7 @@ def dvc_stages() -> dict[str, dict]:
         return normalise(re.sub(r"\$\{([^}]+)\}", lookup, text))
 
     stages = {}
-    for name, stage in raw.items():
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         body = stage.get("do", stage)
         stages[name] = {
             # Library folders are DVC-only code deps (Snakemake tracks the stage module).
@@ -68,6 +81,15 @@ def dvc_stages() -> dict[str, dict]:
             "outs": {resolve(o) for o in body.get("outs", [])},
             "params": set(body.get("params", [])),
             "cmd": body["cmd"],
+        }
+    experiments = yaml.safe_load((ROOT / "experiments" / "dvc.yaml").read_text())["stages"]
+    for name, body in (experiments or {}).items():
+        deps = {experiment_path(d) for d in body.get("deps", [])}
+        stages[name] = {
+            "deps": {d for d in deps if not d.startswith("src/")},
+            "outs": {experiment_path(o) for o in body.get("outs", [])},
+            "params": experiment_params(body.get("params", [])),
+            "cmd": body["cmd"].removeprefix("cd .. && "),
         }
     return stages
 

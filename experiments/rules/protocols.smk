@@ -1,0 +1,1 @@
+# The protocols experiment (see experiments/README.md).

@@ -1,0 +1,1 @@
+# The representations experiment (see experiments/README.md).

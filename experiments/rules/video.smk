@@ -1,0 +1,1 @@
+# The video experiment (see experiments/README.md).
