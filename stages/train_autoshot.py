@@ -2,7 +2,8 @@
 
 Soft-target cross-entropy on the stored logits, with the same geometric augmentation
 applied to image and labels. Resumes from --snapshots after a crash. Writes model.pt and
-training_log.tsv (a DVC plot).
+training_log.tsv (a DVC plot). `--processes N` trains data-parallel on N processes (GPUs, or
+CPU processes with gloo) with the same global batch; rank 0 writes the outputs.
 """
 
 from pathlib import Path
@@ -33,19 +34,27 @@ def build(args, params):
     from partseg.autoshot.train import save_segmenter, train_segmenter
     from partseg.data.folder import load_classes
     from partseg.device import resolve_device
+    from partseg.distributed import current
     from partseg.params import as_dict
 
     options = params.train_autoshot
     images, logits = load_shards(Path(args.shards), params.synthesize.shards)
     classes = load_classes(args.dataset)
-    with atomic_dir(args.out) as tmp:
-        model, history = train_segmenter(
+
+    def train(log_path):
+        return train_segmenter(
             images, logits, num_classes=len(classes), target_kind="soft",
             unet_config=as_dict(options.unet), augment=as_dict(options.augment),
             steps=options.steps, batch_size=options.batch_size, lr=options.lr,
             weight_decay=options.weight_decay, class_balance_power=options.class_balance_power,
             seed=options.seed, device=resolve_device(),
-            log_path=tmp / "training_log.tsv", snapshot_dir=Path(args.snapshots))
+            log_path=log_path, snapshot_dir=Path(args.snapshots))
+
+    if not current().is_main:  # the other ranks train; rank 0 writes what they trained
+        train(None)
+        return
+    with atomic_dir(args.out) as tmp:
+        model, history = train(tmp / "training_log.tsv")
         save_segmenter(tmp / "model.pt", model,
                        {"classes": classes, "resolution": params.data.resolution,
                         "trained_on": "auto-shot synthetic dataset"})
@@ -60,4 +69,4 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", default="data/dataset")
     parser.add_argument("--snapshots", default="checkpoints/train_autoshot")
     parser.add_argument("--out", default="results/train_autoshot")
-    run_stage("train_autoshot", parser, build)
+    run_stage("train_autoshot", parser, build, distributed=True)

@@ -27,6 +27,23 @@ def resolve_device(name: str | None = None) -> torch.device:
         raise PartsegError(f"unknown device {name!r} (PARTSEG_DEVICE): use auto, cpu or cuda") from None
 
 
+PRECISIONS = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for training and inference on `device`, None for fp32.
+
+    CUDA only (CPU autocast is slower than fp32 for these models); PARTSEG_AMP=auto|bf16|fp16|
+    off switches it, like PARTSEG_DEVICE an execution setting rather than a param. bf16 is the
+    default: fp32's range, so no loss scaling; fp16 (older GPUs) trains with a GradScaler.
+    """
+    name = os.environ.get("PARTSEG_AMP", "auto").strip().lower()
+    if name not in PRECISIONS:
+        raise PartsegError(f"unknown mixed precision {name!r} (PARTSEG_AMP): use "
+                           f"{', '.join(PRECISIONS)}")
+    return PRECISIONS[name] if device.type == "cuda" else None
+
+
 def use_mixed_precision(device: torch.device) -> bool:
-    """Mixed precision only on CUDA: CPU autocast is slower than fp32 for these models."""
-    return device.type == "cuda"
+    """Whether autocast is on for `device` (mixed_precision_dtype)."""
+    return mixed_precision_dtype(device) is not None

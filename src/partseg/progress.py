@@ -27,10 +27,11 @@ class _LogLines:
 
 
 def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
-             unit: str = "it", initial: int = 0) -> tqdm:
-    """A tqdm bar; when stderr is not a terminal, a line every 30 s instead of a live bar."""
+             unit: str = "it", initial: int = 0, disable: bool = False) -> tqdm:
+    """A tqdm bar; when stderr is not a terminal, a line every 30 s instead of a live bar.
+    disable: no output (e.g. on the ranks other than 0 of a distributed run)."""
     interactive = sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial,
+    return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable,
                 file=sys.stderr if interactive else _LogLines(sys.stderr),
                 dynamic_ncols=interactive, mininterval=0.5 if interactive else 30.0,
                 ascii=not interactive)

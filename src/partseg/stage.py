@@ -8,6 +8,7 @@ to the threads Snakemake granted, seeds, logs what it is doing, and reports its 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Callable
@@ -49,21 +50,54 @@ def available_splits(dataset_dir, splits: list[str], stage: str) -> list[str]:
     return present
 
 
+def default_processes() -> int:
+    """Training processes of a data-parallel stage: $PARTSEG_PROCESSES, else $PARTSEG_GPUS
+    (one process per GPU), else 1."""
+    from partseg.errors import PartsegError
+
+    for variable in ("PARTSEG_PROCESSES", "PARTSEG_GPUS"):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            if not value.isdigit():
+                raise PartsegError(f"{variable}={value!r}: expected a whole number of processes")
+            return max(1, int(value))
+    return 1
+
+
 def run_stage(name: str, parser: argparse.ArgumentParser,
-              body: Callable[[argparse.Namespace, Params], None]) -> None:
-    """Parse arguments, load params, run `body(args, params)`; user errors exit with one line."""
+              body: Callable[[argparse.Namespace, Params], None], *,
+              distributed: bool = False) -> None:
+    """Parse arguments, load params, run `body(args, params)`; user errors exit with one line.
+
+    distributed: the stage trains data-parallel (partseg.distributed): `--processes N` > 1
+    re-launches it as N torchrun workers, which share --threads between them.
+    """
 
     @exit_on_user_error
     def main() -> None:
+        if distributed:
+            parser.add_argument("--processes", type=int, default=default_processes(),
+                                help="data-parallel training processes (torchrun; default "
+                                     "$PARTSEG_PROCESSES or $PARTSEG_GPUS or 1)")
         args = parser.parse_args()
+        if distributed:
+            from partseg import distributed as ranks
+
+            code = ranks.relaunch_under_torchrun(args.processes, f"stages.{name}", sys.argv[1:])
+            if code is not None:
+                sys.exit(code)
+            ranks.init_from_environment()
         if args.threads > 0:
             import torch
 
-            torch.set_num_threads(args.threads)
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+            torch.set_num_threads(max(1, args.threads // local_processes))
         params = load_params(args.params)
         log(f"[{name}] started")
         started = time.perf_counter()
         body(args, params)
+        if distributed:
+            ranks.shutdown()
         log(f"[{name}] done in {time.perf_counter() - started:.1f} s")
 
     main()

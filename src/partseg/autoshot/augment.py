@@ -40,6 +40,7 @@ def random_geometric(images: torch.Tensor, targets: torch.Tensor, *,
                      flip_permutation: Sequence[int] | None = None,
                      outside: str = "background", background_class: int = 0,
                      generator: torch.Generator | None = None,
+                     part: tuple[int, slice] | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warp images [B,3,H,W] and targets [B,K,H,W] with the same random affine map per sample.
 
@@ -48,6 +49,10 @@ def random_geometric(images: torch.Tensor, targets: torch.Tensor, *,
     size; flip: horizontal flip with probability 1/2. A flip swaps no classes unless
     `flip_permutation` is given: flip_permutation[i] is the class that class i becomes in the
     mirror image (e.g. left eye <-> right eye); it must be a permutation of range(K).
+
+    part: (global batch size, rows) when the batch is the rows `rows` of a larger global
+    batch split across processes: the draws are made for the global batch and these rows kept,
+    so each sample is warped as in a 1-process run.
 
     Returns (images, targets, valid_mask [B,H,W] bool); see the module docstring for outside.
     """
@@ -61,7 +66,7 @@ def random_geometric(images: torch.Tensor, targets: torch.Tensor, *,
     permutation = _check_permutation(flip_permutation, num_classes)
 
     # Fixed draw: 5 uniforms per sample, whatever the options (keeps runs comparable).
-    draws = torch.rand(batch, 5, generator=generator, dtype=torch.float64)
+    draws = _draw(batch, 5, generator, part)
     low, high = math.log(scale[0]), math.log(scale[1])
     zoom = torch.exp(low + (high - low) * draws[:, 0])
     angle = torch.deg2rad((2 * draws[:, 1] - 1) * rotation_deg)
@@ -92,6 +97,18 @@ def random_geometric(images: torch.Tensor, targets: torch.Tensor, *,
     valid = mass >= 0.5
     targets_out = torch.where(valid, targets_out / mass.clamp_min(1e-6), torch.zeros_like(targets_out))
     return images_out, targets_out, valid[:, 0]
+
+
+def _draw(batch: int, count: int, generator: torch.Generator | None,
+          part: tuple[int, slice] | None, dtype=torch.float64) -> torch.Tensor:
+    """`count` uniforms per sample of the batch, or of this process's rows of it."""
+    if part is None:
+        return torch.rand(batch, count, generator=generator, dtype=dtype)
+    global_batch, rows = part
+    draws = torch.rand(global_batch, count, generator=generator, dtype=dtype)[rows]
+    if len(draws) != batch:
+        raise ValueError(f"augment: rows {rows} of a batch of {global_batch} are not {batch} images")
+    return draws
 
 
 def _check_permutation(permutation: Sequence[int] | None, num_classes: int) -> torch.Tensor | None:
@@ -125,14 +142,15 @@ def _inverse_affine(zoom: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor
 
 
 def color_jitter(images: torch.Tensor, strength: float,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None,
+                 part: tuple[int, slice] | None = None) -> torch.Tensor:
     """Random brightness, contrast and saturation per image, each factor in [1-s, 1+s].
 
     Images only (labels do not change with colour); the result is clamped to [0, 1].
     """
     if strength <= 0:
         return images
-    factors = 1.0 + strength * (2 * torch.rand(images.shape[0], 3, generator=generator) - 1)
+    factors = 1.0 + strength * (2 * _draw(images.shape[0], 3, generator, part, torch.float32) - 1)
     factors = factors.to(device=images.device, dtype=images.dtype)
     brightness, contrast, saturation = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
     out = images * brightness

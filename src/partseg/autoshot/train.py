@@ -44,7 +44,10 @@ import torch.nn.functional as F
 
 from partseg.autoshot.augment import color_jitter, random_geometric
 from partseg.autoshot.unet import UNet
-from partseg.device import resolve_device, use_mixed_precision
+from partseg.device import mixed_precision_dtype, resolve_device, use_mixed_precision
+from partseg.distributed import Ranks, convert_batchnorm, sum_over_ranks, unwrap, wrap
+from partseg.distributed import barrier as ranks_barrier
+from partseg.distributed import current as current_ranks
 from partseg.errors import PartsegError
 from partseg.io import atomic_path, save_torch
 from partseg.progress import progress
@@ -176,14 +179,20 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over valid pixels of -sum_k w_k p_k log softmax(logits)_k (w_k = 1 by default)."""
+                       class_weights: torch.Tensor | None = None,
+                       valid_total: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over valid pixels of -sum_k w_k p_k log softmax(logits)_k (w_k = 1 by default).
+
+    valid_total: the number of valid pixels to divide by (default: this batch's), e.g. the
+    global batch's when the batch is split across processes.
+    """
     log_probs = F.log_softmax(logits.float(), dim=1)
     if class_weights is not None:
         log_probs = log_probs * class_weights.view(1, -1, 1, 1)
     per_pixel = -(targets * log_probs).sum(dim=1)
     weight = valid.float()
-    return (per_pixel * weight).sum() / weight.sum().clamp_min(1.0)
+    total = weight.sum() if valid_total is None else valid_total
+    return (per_pixel * weight).sum() / total.clamp_min(1.0)
 
 
 # Frequencies for class balancing are counted on at most this many training images: enough
@@ -227,45 +236,70 @@ def _normalise_augment(augment: dict | None) -> dict | None:
 
 
 def _augment_batch(images: torch.Tensor, targets: torch.Tensor, augment: dict | None,
-                   flip_permutation: Sequence[int] | None, generator: torch.Generator):
+                   flip_permutation: Sequence[int] | None, generator: torch.Generator,
+                   part: tuple[int, slice] | None = None):
     if augment is None:
         return images, targets, targets.sum(dim=1) >= 0.5
     images, targets, valid = random_geometric(
         images, targets, scale=(augment["scale_min"], augment["scale_max"]),
         rotation_deg=augment["rotation"], translate=augment["translate"], flip=augment["flip"],
-        flip_permutation=flip_permutation, outside=augment["outside"], generator=generator)
-    images = color_jitter(images, augment["color_jitter"], generator=generator)
+        flip_permutation=flip_permutation, outside=augment["outside"], generator=generator,
+        part=part)
+    images = color_jitter(images, augment["color_jitter"], generator=generator, part=part)
     return images, targets, valid
 
 
 def _training_batch(image_stack: ArrayStack, target_stack: ArrayStack, indices: np.ndarray,
                     target_kind: str, num_classes: int, augment: dict | None,
                     flip_permutation: Sequence[int] | None, generator: torch.Generator,
-                    device: torch.device):
-    """The augmented (images, targets, valid) of one step."""
+                    device: torch.device, ranks: Ranks = Ranks()):
+    """The augmented (images, targets, valid) of one step: this process's rows of the global
+    batch `indices` (all of them with one process)."""
+    part = None
+    if ranks.active:
+        rows = ranks.part(len(indices))
+        part, indices = (len(indices), rows), indices[rows]
     images = images_to_tensor(image_stack.take(indices), device)
     targets = targets_to_probabilities(target_stack.take(indices), target_kind, num_classes, device)
-    return _augment_batch(images, targets, augment, flip_permutation, generator)
+    return _augment_batch(images, targets, augment, flip_permutation, generator, part)
 
 
 def training_step(model: UNet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                   targets: torch.Tensor, valid: torch.Tensor, *, lr: float, grad_clip: float,
-                  autocast=None, class_weights: torch.Tensor | None = None) -> tuple[float, float]:
-    """One optimiser step on an augmented batch -> (loss, accuracy on valid pixels).
+                  autocast=None, class_weights: torch.Tensor | None = None,
+                  scaler: torch.amp.GradScaler | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on an augmented batch -> (loss, accuracy on valid pixels), as
+    0-d tensors on the model's device (reading them is left to the caller: a host sync).
 
     The model is expected in channels_last (train_segmenter puts it there): oneDNN's convs,
-    the bulk of the step, run markedly faster on NHWC than on NCHW tensors on CPU.
+    the bulk of the step, run markedly faster on NHWC than on NCHW tensors on CPU. Under DDP
+    (`model` wrapped by partseg.distributed.wrap) the batch is this process's rows of the
+    global batch: the loss is normalised by the global count of valid pixels and multiplied
+    by the process count, which DDP's gradient averaging divides out again, so the gradient
+    is the global batch's. scaler: fp16 loss scaling (CUDA; None for bf16 or fp32).
     """
+    ranks = current_ranks()
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast or contextlib.nullcontext():
         logits = model(images.contiguous(memory_format=torch.channels_last))
-    loss = soft_cross_entropy(logits, targets, valid, class_weights)
+    valid_total = sum_over_ranks(valid.sum().float()) if ranks.active else None
+    loss = soft_cross_entropy(logits, targets, valid, class_weights, valid_total) * ranks.world
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
-    optimizer.step()
-    return loss.item(), _agreement(logits.detach(), targets, valid)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    global_loss = sum_over_ranks(loss.detach()) / ranks.world
+    return global_loss, _agreement(logits.detach(), targets, valid)
 
 
 def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "soft",
@@ -305,9 +339,12 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
     if class_weights is not None:
         class_weights = class_weights.to(device)
 
+    ranks = current_ranks()
     with torch.random.fork_rng(devices=[]):  # initialise from `seed` without touching global RNG
         torch.manual_seed(seed)
         model = UNet(num_classes, **unet_kwargs)
+    if ranks.active:  # BatchNorm over the global batch, as with one process
+        convert_batchnorm(model)
     model.to(device, memory_format=torch.channels_last)
     optimizer = _adam(model, lr, weight_decay, device)
     history: list[dict] = []
@@ -316,34 +353,44 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
         return model.eval(), history
 
     sampler = BatchSampler(len(image_stack), batch_size, seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_mixed_precision(device))
-    window: list[tuple[float, float]] = []
-    model.train()
-    bar = progress(total=steps, initial=start, desc="train segmenter", unit="step")
+    precision = mixed_precision_dtype(device)
+    autocast = torch.autocast(device.type, dtype=precision or torch.bfloat16,
+                              enabled=precision is not None)
+    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
+    trained = wrap(model, device)
+    window: list[tuple[torch.Tensor, torch.Tensor]] = []
+    trained.train()
+    writes = ranks.is_main  # rank 0 writes the log and the snapshots; every rank reads them
+    bar = progress(total=steps, initial=start, desc="train segmenter", unit="step",
+                   disable=not writes)
     for step in range(start, steps):
         batch_images, batch_targets, valid = _training_batch(
             image_stack, target_stack, sampler.indices(step), target_kind, num_classes, augment,
-            flip_permutation, torch.Generator().manual_seed(_seed_for(seed, 2, step)), device)
+            flip_permutation, torch.Generator().manual_seed(_seed_for(seed, 2, step)), device,
+            ranks)
         current_lr = learning_rate(step, steps, lr)
-        window.append(training_step(model, optimizer, batch_images, batch_targets, valid,
+        window.append(training_step(trained, optimizer, batch_images, batch_targets, valid,
                                     lr=current_lr, grad_clip=grad_clip, autocast=autocast,
-                                    class_weights=class_weights))
+                                    class_weights=class_weights, scaler=scaler))
         bar.update(1)
         done = step + 1
         if done % log_every == 0 or done == steps:
-            mean_loss, mean_accuracy = np.mean(window, axis=0)
+            # The one host sync of the loop, every log_every steps.
+            mean_loss, mean_accuracy = torch.stack([torch.stack(w) for w in window]).mean(0).tolist()
             history.append({"step": done, "loss": float(mean_loss),
                             "accuracy": float(mean_accuracy), "lr": current_lr})
             window.clear()
             bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{mean_accuracy:.3f}", refresh=False)
-            if log_path is not None:
+            if log_path is not None and writes:
                 _write_history(history, log_path)
         if snapshot_dir is not None and (done % snapshot_every == 0 or done == steps):
-            _save_snapshot(snapshot_dir, fingerprint, done, model, optimizer, history)
+            if writes:
+                _save_snapshot(snapshot_dir, fingerprint, done, model, optimizer, history)
+            ranks_barrier()
     bar.close()
-    if log_path is not None:
+    if log_path is not None and writes:
         _write_history(history, log_path)
-    return model.eval(), history
+    return unwrap(trained).eval(), history
 
 
 def _adam(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
@@ -361,7 +408,8 @@ def _agreement(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor)
     several times slower (a strided reduction), and this runs every step.
     """
     agree = (logits.max(1).indices == targets.max(1).indices) & valid
-    return agree.sum().item() / max(1, valid.sum().item())
+    counts = sum_over_ranks(torch.stack([agree.sum(), valid.sum()]).float())
+    return counts[0] / counts[1].clamp_min(1.0)
 
 
 def _write_history(history: list[dict], path: str | os.PathLike) -> None:
@@ -446,7 +494,8 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 def predict_probabilities(model: UNet, batch: torch.Tensor) -> torch.Tensor:
     """Images float [B,3,H,W] in [0,1] (on the model's device) -> softmax [B,K,H,W] float32."""
     device = batch.device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_mixed_precision(device)):
+    with torch.autocast(device.type, dtype=mixed_precision_dtype(device) or torch.bfloat16,
+                        enabled=use_mixed_precision(device)):
         logits = model(batch)
     return torch.softmax(logits.float(), dim=1)
 
