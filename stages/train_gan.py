@@ -3,7 +3,9 @@
 With `train_gan.checkpoint: <path>` the pretrained generator (a rosinality/stylegan2-pytorch
 or partseg checkpoint) is validated and re-saved as results/train_gan/generator.pt; nothing
 is trained. Otherwise training resumes from the newest snapshot in --snapshots (kept outside
-the stage's outputs so a crash or a rerun with more steps loses nothing).
+the stage's outputs so a crash or a rerun with more steps loses nothing). `--processes N`
+trains data-parallel on N processes (GPUs, or CPU processes with gloo) with the same global
+batch; rank 0 writes the snapshots and the outputs.
 """
 
 from pathlib import Path
@@ -79,22 +81,30 @@ def adopt_pretrained(checkpoint: str, out_dir: Path, params) -> None:
         shutil.copyfile(grid, out_dir / "samples.png")
 
 
-def build(args, params):
+def train(args, params, out_dir: Path) -> None:
     from partseg.device import resolve_device
+    from partseg.gan.train import ImageFolderData, train_gan
+
+    settings = as_dict(params.train_gan)
+    settings.pop("checkpoint")
+    data = ImageFolderData.from_dataset(args.dataset, "train", params.data.resolution)
+    train_gan(data=data, out_dir=out_dir, snapshot_dir=Path(args.snapshots),
+              size=params.data.resolution, device=resolve_device(), **settings)
+
+
+def build(args, params):
+    from partseg.distributed import current
 
     options = params.train_gan
+    if not current().is_main:  # the other ranks train; rank 0 writes
+        if not options.checkpoint:
+            train(args, params, Path(args.out))
+        return
     with atomic_dir(args.out) as tmp:
         if options.checkpoint:
             adopt_pretrained(options.checkpoint, tmp, params)
             return
-        from partseg.gan.train import ImageFolderData, train_gan
-
-        settings = as_dict(options)
-        settings.pop("checkpoint")
-        data = ImageFolderData.from_dataset(args.dataset, "train", params.data.resolution)
-        train_gan(data=data, out_dir=tmp,
-                  snapshot_dir=Path(args.snapshots), size=params.data.resolution,
-                  device=resolve_device(), **settings)
+        train(args, params, tmp)
 
 
 if __name__ == "__main__":
@@ -102,4 +112,4 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", default="data/dataset")
     parser.add_argument("--snapshots", default="checkpoints/train_gan")
     parser.add_argument("--out", default="results/train_gan")
-    run_stage("train_gan", parser, build)
+    run_stage("train_gan", parser, build, distributed=True)

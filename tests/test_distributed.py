@@ -53,14 +53,58 @@ distributed.shutdown()
 '''
 
 
+GAN_WORKER = '''
+import os, sys
+import numpy as np, torch
+from partseg import distributed
+from partseg.gan import train as trainer
+
+out, steps, die_after, global_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(1)
+distributed.init_from_environment("cpu")
+if die_after:  # rank 0 dies abruptly right after writing its first snapshot: a killed run
+    save = trainer.save_snapshot
+    def save_then_die(*args):
+        save(*args)
+        os._exit(3)
+    trainer.save_snapshot = save_then_die
+summary = trainer.train_gan(
+    images_dir=os.environ["DATA"], out_dir=out + ".out", snapshot_dir=os.environ["SNAPSHOTS"],
+    size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16, batch_size=global_batch,
+    steps=steps, r1_every=2, pl_every=2, pl_weight=1.0, seed=3, snapshot_every=2, device="cpu")
+if distributed.current().is_main:
+    import csv
+    from pathlib import Path
+    snapshot = torch.load(sorted(Path(summary["run_dir"]).glob("snapshot-*.pt"))[-1])
+    with open(out + ".out/training_log.tsv") as handle:
+        loss = [float(r["d_loss"]) for r in csv.DictReader(handle, delimiter="\t")]
+    state = {f"{k}.{n}": v for k in ("g", "d", "g_ema") for n, v in snapshot[k].items()}
+    torch.save({"state": state, "loss": loss}, out)
+distributed.shutdown()
+'''
+
+
+def gan_images(tmp_path):
+    from partseg.io import save_png
+
+    folder = tmp_path / "images"
+    if not folder.exists():
+        rng = np.random.default_rng(0)
+        for i in range(12):
+            save_png(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), folder / f"{i:03d}.png")
+    return folder
+
+
 def run_worker(tmp_path, name, processes, *, steps=6, die_after=0, global_batch=6,
-               snapshots=None, check=True):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+               snapshots=None, check=True, gan=False):
+    script = tmp_path / ("gan_worker.py" if gan else "worker.py")
+    script.write_text(GAN_WORKER if gan else WORKER)
     data = tmp_path / "data.npz"
     if not data.exists():
         images, masks = two_squares(12, 16, seed=0, noise=15)
         np.savez(data, images=images, masks=masks)
+    if gan:
+        data = gan_images(tmp_path)
     env = {**os.environ, "DATA": str(data), "OMP_NUM_THREADS": "1",
            "SNAPSHOTS": str(snapshots or tmp_path / f"snapshots_{name}")}
     out = tmp_path / f"{name}.pt"
@@ -104,6 +148,37 @@ def test_a_killed_two_process_run_resumes_where_its_snapshot_left(tmp_path, one_
     resumed, out = run_worker(tmp_path, "resumed", 2, snapshots=snapshots)
     assert "resuming at step 2" in resumed.stderr
     assert_same_model(one_process, out)
+
+
+@pytest.fixture(scope="module")
+def gan_one_process(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("gan_one")
+    return run_worker(tmp_path, "gan_one", 1, gan=True, global_batch=8)[1]
+
+
+def test_gan_on_two_gloo_processes_trains_the_one_process_gan(tmp_path, gan_one_process):
+    """G, D and the EMA after 6 steps with R1 and path length every 2 steps, style mixing and
+    per-sample noise: the global batch of 8 split 4 + 4 (whole minibatch-stddev groups)."""
+    _, two = run_worker(tmp_path, "gan_two", 2, gan=True, global_batch=8)
+    assert_same_model(gan_one_process, two)
+
+
+def test_a_killed_two_process_gan_run_resumes(tmp_path, gan_one_process):
+    snapshots = tmp_path / "snapshots"
+    killed, out = run_worker(tmp_path, "gan_resumed", 2, gan=True, global_batch=8, die_after=2,
+                             snapshots=snapshots, check=False)
+    assert killed.returncode != 0 and not out.exists()
+    resumed, out = run_worker(tmp_path, "gan_resumed", 2, gan=True, global_batch=8,
+                              snapshots=snapshots)
+    assert "resuming from snapshot step 2" in resumed.stdout + resumed.stderr
+    assert_same_model(gan_one_process, out)
+
+
+def test_gan_batch_that_splits_groups_is_refused(tmp_path):
+    """4 images make one stddev group of 4; two ranks of 2 would make groups of 2."""
+    result, _ = run_worker(tmp_path, "gan_bad", 2, gan=True, global_batch=4, steps=1, check=False)
+    assert result.returncode != 0
+    assert "train_gan.batch_size: 4 images cannot be split over 2 processes" in result.stderr
 
 
 def test_a_per_rank_batch_would_differ(tmp_path, one_process):

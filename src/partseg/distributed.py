@@ -120,6 +120,27 @@ def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def average_gradients(parameters) -> None:
+    """Replace each gradient by its mean over ranks: one all-reduce of one flat buffer.
+
+    For the GAN, whose steps take several forward passes per backward and R1's gradient of a
+    gradient (create_graph), which DDP's reducer does not support; like NVlabs' StyleGAN3,
+    the gradients are averaged by hand after the backward pass instead.
+    """
+    if not current().active:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= current().world
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
 def barrier() -> None:
     if current().active:
         dist.barrier()

@@ -14,6 +14,14 @@ from the newest snapshot at or below `steps`, so raising `steps` extends a finis
 killed run loses only the steps since its last snapshot. A resumed run produces the same
 weights as an uninterrupted one (same device and threads).
 
+Several processes (torchrun; partseg.distributed): every random draw (real indices, z, style
+mixing, noise maps, path-length probes) is made for the global batch on every rank, which
+keeps its rows, chosen so that the discriminator's minibatch-stddev groups are those of the
+1-process run; the gradients are averaged over ranks after each backward pass, so the losses'
+batch means, R1 and the path-length term are those of the global batch, and G, D and the
+EMA stay identical on every rank. Rank 0 writes the snapshots, every rank reads them. The
+loop reads its logged values from the device every LOG_FLUSH steps, not every step.
+
 Besides the full snapshots (the newest two are kept), every snapshot leaves a sample grid and
 the EMA generator alone (`g_ema-<step>.pt`), the record of how training went.
 
@@ -37,7 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partseg.device import resolve_device, use_mixed_precision
+from partseg import distributed
+from partseg.device import mixed_precision_dtype, resolve_device
 from partseg.errors import PartsegError
 from partseg.gan.checkpoint import save_checkpoint
 from partseg.gan.diffaugment import diff_augment
@@ -52,6 +61,7 @@ RESUME_FREE_OPTIONS = ("steps", "snapshot_every", "device")
 KEEP_SNAPSHOTS = 2              # older snapshot weights are deleted; their grids are kept
 PRELOAD_LIMIT_BYTES = 2 << 30   # datasets up to this size are held in memory as uint8
 PL_DECAY = 0.01                 # path-length mean: exponential moving average rate
+LOG_FLUSH = 20                  # steps between reads of the logged values (host syncs)
 LOG_COLUMNS = ("step", "images_seen", "seconds_per_step", "d_loss", "g_loss", "real_score",
                "fake_score", "r1_penalty", "pl_penalty", "elapsed_s")
 
@@ -146,8 +156,9 @@ class Precision:
     """Autocast + (for fp16) loss scaling on CUDA; plain fp32 elsewhere."""
 
     def __init__(self, device: torch.device):
-        self.enabled = use_mixed_precision(device)
-        bf16 = self.enabled and torch.cuda.is_bf16_supported()
+        wanted = mixed_precision_dtype(device)  # PARTSEG_AMP: auto (bf16) | bf16 | fp16 | off
+        self.enabled = wanted is not None
+        bf16 = self.enabled and wanted == torch.bfloat16 and torch.cuda.is_bf16_supported()
         self.dtype = torch.bfloat16 if bf16 else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and not bf16)
 
@@ -159,6 +170,8 @@ class Precision:
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        distributed.average_gradients(p for group in optimizer.param_groups
+                                      for p in group["params"])
         self.scaler.step(optimizer)
         self.scaler.update()
 
@@ -288,29 +301,61 @@ def generator_from_snapshot(path: str | Path, device: str | torch.device = "cpu"
 
 # ---- losses -------------------------------------------------------------------------------
 
-def make_z(state: TrainingState, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def batch_rows(batch: int, group: int, ranks: distributed.Ranks) -> torch.Tensor | None:
+    """The rows of a global batch that this rank computes (None: all of them).
+
+    The discriminator's minibatch stddev groups sample n with the samples n + k * batch/group;
+    each rank takes whole groups (columns of the [group, batch/group] layout), in the order
+    that rebuilds them, so its D sees the 1-process groups.
+    """
+    if not ranks.active:
+        return None
+    if batch % (group * ranks.world):
+        raise PartsegError(f"train_gan.batch_size: {batch} images cannot be split over "
+                           f"{ranks.world} processes in whole minibatch-stddev groups of "
+                           f"{group}; use a multiple of {group * ranks.world}")
+    columns = ranks.part(batch // group)
+    return torch.arange(batch).view(group, batch // group)[:, columns].reshape(-1)
+
+
+def mine(tensor: torch.Tensor, rows: torch.Tensor | slice | None) -> torch.Tensor:
+    """This rank's rows of a tensor drawn for the global batch."""
+    return tensor if rows is None else tensor[rows.to(tensor.device)
+                                              if isinstance(rows, torch.Tensor) else rows]
+
+
+def make_z(state: TrainingState, batch: int, rows=None
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Latents for a step: z, and a second z for style mixing with probability mixing_prob."""
-    z = torch.randn(batch, state.g.style_dim, device=state.device)
+    z = mine(torch.randn(batch, state.g.style_dim, device=state.device), rows)
     if torch.rand(()) < state.options["mixing_prob"]:
-        return z, torch.randn(batch, state.g.style_dim, device=state.device)
+        return z, mine(torch.randn(batch, state.g.style_dim, device=state.device), rows)
     return z, None
+
+
+def random_noise(state: TrainingState, batch: int, rows=None) -> list[torch.Tensor]:
+    """Per-sample noise maps for every styled conv, drawn for the global batch."""
+    return [mine(torch.randn(batch, 1, *buffer.shape[-2:], device=state.device), rows)
+            for buffer in state.g.noise_maps()]
 
 
 def augment_fn(options: dict):
     return diff_augment if options["augment"] == "diffaugment" else (lambda x: x)
 
 
-def discriminator_step(state, real, precision, augment) -> dict:
-    z, mixing_z = make_z(state, real.shape[0])
+def discriminator_step(state, real, precision, augment, rows=None) -> dict:
+    batch = state.options["batch_size"]
+    z, mixing_z = make_z(state, batch, rows)
+    noise = random_noise(state, batch, rows)
     with torch.no_grad(), precision.autocast():
-        fake = state.g(z, noise="random", mixing_z=mixing_z)
+        fake = state.g(z, noise=noise, mixing_z=mixing_z)
     with precision.autocast():
         fake_pred = state.d(augment(fake.float())).float()
         real_pred = state.d(augment(real)).float()
         loss = F.softplus(fake_pred).mean() + F.softplus(-real_pred).mean()
     precision.step(loss, state.d_optim)
-    return dict(d_loss=loss.item(), real_score=real_pred.mean().item(),
-                fake_score=fake_pred.mean().item())
+    return dict(d_loss=loss.detach(), real_score=real_pred.detach().mean(),
+                fake_score=fake_pred.detach().mean())
 
 
 def r1_step(state, real, precision, augment) -> float:
@@ -321,34 +366,39 @@ def r1_step(state, real, precision, augment) -> float:
     penalty = grad.square().flatten(1).sum(1).mean()
     loss = state.options["r1_gamma"] / 2 * penalty * state.options["r1_every"]
     precision.step(loss + 0 * real_pred[0, 0], state.d_optim)
-    return penalty.item()
+    return penalty.detach()
 
 
-def generator_step(state, batch, precision, augment) -> float:
-    z, mixing_z = make_z(state, batch)
+def generator_step(state, batch, precision, augment, rows=None) -> torch.Tensor:
+    z, mixing_z = make_z(state, batch, rows)
+    noise = random_noise(state, batch, rows)
     state.d.requires_grad_(False)
     with precision.autocast():
-        fake = state.g(z, noise="random", mixing_z=mixing_z)
+        fake = state.g(z, noise=noise, mixing_z=mixing_z)
         loss = F.softplus(-state.d(augment(fake)).float()).mean()
     precision.step(loss, state.g_optim)
     state.d.requires_grad_(True)
-    return loss.item()
+    return loss.detach()
 
 
-def path_length_step(state, batch, precision) -> float:
+def path_length_step(state, batch, precision) -> torch.Tensor:
     """Lazy path-length regularisation: keep |J_w^T y| close to its running mean."""
+    ranks = distributed.current()
     pl_batch = max(1, batch // 2)
-    z = torch.randn(pl_batch, state.g.style_dim, device=state.device)
+    rows = ranks.part(pl_batch) if ranks.active else None
+    z = mine(torch.randn(pl_batch, state.g.style_dim, device=state.device), rows)
     ws = state.g.mapping(z).unsqueeze(1).repeat(1, state.g.n_latent, 1)
-    fake = state.g.synthesis(ws, noise="random")
-    noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
+    fake = state.g.synthesis(ws, noise=random_noise(state, pl_batch, rows))
+    probe = mine(torch.randn(pl_batch, *fake.shape[1:], device=state.device), rows)
+    noise = probe / math.sqrt(fake.shape[2] * fake.shape[3])
     (grad,) = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
     lengths = grad.square().sum(2).mean(1).sqrt()
-    state.pl_mean = state.pl_mean.detach() + PL_DECAY * (lengths.mean().detach() - state.pl_mean)
+    mean_length = distributed.sum_over_ranks(lengths.mean().detach()) / ranks.world
+    state.pl_mean = state.pl_mean.detach() + PL_DECAY * (mean_length - state.pl_mean)
     penalty = (lengths - state.pl_mean).square().mean()
     loss = state.options["pl_weight"] * state.options["pl_every"] * penalty
     precision.step(loss + 0 * fake[0, 0, 0, 0], state.g_optim)
-    return penalty.item()
+    return penalty.detach()
 
 
 @torch.no_grad()
@@ -362,24 +412,47 @@ def update_ema(state: TrainingState, batch: int) -> None:
 
 
 def train_step(state: TrainingState, data: ImageFolderData, precision: Precision, augment,
-               last: dict) -> dict:
-    """One step (1-based number state.step + 1): D, lazy R1, G, lazy PL, EMA."""
+               last: dict, rows: torch.Tensor | None = None) -> dict:
+    """One step (1-based number state.step + 1): D, lazy R1, G, lazy PL, EMA.
+
+    Returns the step's logged values as 0-d tensors on the device (read them in batches:
+    each read is a host sync). rows: this rank's rows of the global batch (batch_rows).
+    """
     options = state.options
     batch = options["batch_size"]
     step = state.step + 1
-    real = data.batch(torch.randint(len(data), (batch,)), state.device)
-    row = discriminator_step(state, real, precision, augment)
+    real = data.batch(mine(torch.randint(len(data), (batch,)), rows), state.device)
+    row = discriminator_step(state, real, precision, augment, rows)
     if options["r1_gamma"] > 0 and step % options["r1_every"] == 0:
         last["r1_penalty"] = r1_step(state, real, precision, augment)
-    row["g_loss"] = generator_step(state, batch, precision, augment)
+    row["g_loss"] = generator_step(state, batch, precision, augment, rows)
     if options["pl_weight"] > 0 and step % options["pl_every"] == 0:
         last["pl_penalty"] = path_length_step(state, batch, precision)
     update_ema(state, batch)
     state.step = step
     # Regularisers run every few steps: the log carries their latest value forward.
-    row.update(r1_penalty=last.get("r1_penalty", float("nan")),
-               pl_penalty=last.get("pl_penalty", float("nan")))
+    nan = torch.tensor(float("nan"), device=state.device)
+    row.update(r1_penalty=last.get("r1_penalty", nan), pl_penalty=last.get("pl_penalty", nan))
     return row
+
+
+VALUE_COLUMNS = ("d_loss", "g_loss", "real_score", "fake_score", "r1_penalty", "pl_penalty")
+
+
+def read_rows(pending: list[dict], seconds: float, state: TrainingState) -> list[dict]:
+    """The log rows of the steps in `pending`: their values averaged over ranks, read from the
+    device in one go; each row is given the window's mean time per step."""
+    values = torch.stack([torch.stack([row[k].float() for k in VALUE_COLUMNS]) for row in pending])
+    values = (distributed.sum_over_ranks(values) / distributed.current().world).tolist()
+    elapsed = state.log_rows[-1]["elapsed_s"] if state.log_rows else 0.0
+    per_step = seconds / len(pending)
+    rows = []
+    for row, numbers in zip(pending, values):
+        elapsed += per_step
+        rows.append(dict(step=row["step"], images_seen=row["step"] * state.options["batch_size"],
+                         seconds_per_step=per_step, elapsed_s=elapsed,
+                         **dict(zip(VALUE_COLUMNS, numbers))))
+    return rows
 
 
 # ---- the entry point ----------------------------------------------------------------------
@@ -411,37 +484,49 @@ def train_gan(*, images_dir=None, out_dir, snapshot_dir, size: int, data=None, s
                    mixing_prob=mixing_prob, ema_kimg=ema_kimg, augment=augment,
                    snapshot_every=snapshot_every, seed=seed, data_fingerprint=data.fingerprint)
     _check_options(options)
+    ranks = distributed.current()
     run_dir = Path(snapshot_dir) / run_id(options)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml({k: v for k, v in options.items() if k not in RESUME_FREE_OPTIONS},
-              run_dir / "options.yaml")
+    if ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml({k: v for k, v in options.items() if k not in RESUME_FREE_OPTIONS},
+                  run_dir / "options.yaml")
+    distributed.barrier()
 
     state = TrainingState({**options, "device": str(device)}, device)
+    rows = batch_rows(batch_size, state.d._stddev_group(batch_size), ranks)
     resumed_from = state.step if resume(state, run_dir, steps) else None
-    if resumed_from is not None:
+    if resumed_from is not None and ranks.is_main:
         print(f"train_gan: resuming from snapshot step {resumed_from} in {run_dir}", flush=True)
     state.options = {**options, "device": str(device)}
     grid_z = seeded_z(seed, range(grid_size(size) ** 2), style_dim)
     precision, augment = Precision(device), augment_fn(options)
     last_reg: dict = {}
     if state.log_rows:  # carry the regularisers' last values across a resume
-        last_reg = {k: state.log_rows[-1][k] for k in ("r1_penalty", "pl_penalty")}
-    elapsed = state.log_rows[-1]["elapsed_s"] if state.log_rows else 0.0
+        last_reg = {k: torch.tensor(float(state.log_rows[-1][k]), device=device)
+                    for k in ("r1_penalty", "pl_penalty")}
     started = time.perf_counter()
 
-    bar = progress(total=steps, initial=state.step, desc="train_gan", unit="step")
+    bar = progress(total=steps, initial=state.step, desc="train_gan", unit="step",
+                   disable=not ranks.is_main)
+    pending, window_start = [], time.perf_counter()
     while state.step < steps:
-        tick = time.perf_counter()
-        row = train_step(state, data, precision, augment, last_reg)
-        seconds = time.perf_counter() - tick
-        elapsed += seconds
-        state.log_rows.append(dict(step=state.step, images_seen=state.step * batch_size,
-                                   seconds_per_step=seconds, elapsed_s=elapsed, **row))
+        row = train_step(state, data, precision, augment, last_reg, rows)
+        pending.append({"step": state.step, **row})
         bar.update(1)
-        bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", refresh=False)
-        if state.step % snapshot_every == 0 or state.step == steps:
-            save_snapshot(state, run_dir, grid_z)
+        snapshot_due = state.step % snapshot_every == 0 or state.step == steps
+        if snapshot_due or len(pending) == LOG_FLUSH:
+            state.log_rows.extend(read_rows(pending, time.perf_counter() - window_start, state))
+            pending, window_start = [], time.perf_counter()
+            last = state.log_rows[-1]
+            bar.set_postfix(d=f"{last['d_loss']:.3f}", g=f"{last['g_loss']:.3f}", refresh=False)
+        if snapshot_due:
+            if ranks.is_main:
+                save_snapshot(state, run_dir, grid_z)
+            distributed.barrier()
     bar.close()
+    if not ranks.is_main:
+        return dict(step=state.step, resumed_from=resumed_from, run_dir=str(run_dir),
+                    seconds=time.perf_counter() - started)
     if not snapshot_steps(run_dir) or snapshot_steps(run_dir)[-1] < state.step:
         save_snapshot(state, run_dir, grid_z)  # e.g. resumed exactly at `steps`
     write_outputs(state, Path(out_dir), run_dir, grid_z)
