@@ -7,6 +7,8 @@
 # reruns exactly that rule and what depends on it. Logs: results/logs/, timings:
 # results/benchmarks/ (the report reads them). Stages that use a GPU when one is present
 # declare `gpu=GPUS` (0 unless PARTSEG_GPUS is set; profiles/slurm sets gpu=1 per rule).
+# train_gan and train_autoshot train data-parallel on `processes` torchrun workers (one per
+# GPU): PARTSEG_PROCESSES, else PARTSEG_GPUS, else 1; the SLURM profile asks for as many GPUs.
 
 import os
 
@@ -14,6 +16,7 @@ configfile: "params.yaml"
 
 
 GPUS = int(os.environ.get("PARTSEG_GPUS", "0"))
+PROCESSES = max(1, int(os.environ.get("PARTSEG_PROCESSES") or GPUS or 1))
 SHARDS = config["synthesize"]["shards"]
 CONDA_ENV = "envs/partseg.yaml"  # only used with --use-conda
 LOGS = "results/logs"
@@ -94,10 +97,12 @@ rule train_gan:
         mem_mb=4000,
         runtime=24 * 60,
         gpu=GPUS,
+        processes=PROCESSES,
     conda:
         CONDA_ENV
     shell:
-        "python -m stages.train_gan --threads {threads} --dataset {input.dataset} "
+        "python -m stages.train_gan --threads {threads} --processes {resources.processes} "
+        "--dataset {input.dataset} "
         "--snapshots checkpoints/train_gan --out {output} 2>&1 | tee {log}"
 
 
@@ -354,10 +359,12 @@ rule train_autoshot:
         mem_mb=4000,
         runtime=4 * 60,
         gpu=GPUS,
+        processes=PROCESSES,
     conda:
         CONDA_ENV
     shell:
-        "python -m stages.train_autoshot --threads {threads} --shards results/synthesize "
+        "python -m stages.train_autoshot --threads {threads} --processes {resources.processes} "
+        "--shards results/synthesize "
         "--dataset {input.dataset} --snapshots checkpoints/train_autoshot --out {output} "
         "2>&1 | tee {log}"
 

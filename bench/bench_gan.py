@@ -4,7 +4,7 @@ formulation (rosinality's fused modulated conv), sampling images/s, training s/s
     python bench/bench_gan.py                   # demo config (32 px, widths 128/128/64/32)
     python bench/bench_gan.py --threads 1       # intra-op threads (default: torch's)
     python bench/bench_gan.py --config 64px     # rosinality 64 px, multiplier 1 (REFERENCES.md)
-    python bench/bench_gan.py --config published256 --device cuda
+    python bench/bench_gan.py --config published256 --device cuda   # PARTSEG_AMP=off for fp32
 
 Timings are the minimum over interleaved repeats, so a machine shared with other jobs biases
 all columns alike. GFLOP counts come from torch's FlopCounterMode (convs, matmuls).
@@ -173,7 +173,9 @@ def bench_sampling(config: dict, device, n: int) -> float:
 
 
 def bench_training(config: dict, device, steps: int) -> tuple[float, float]:
-    """Median and mean seconds per step (r1 every 16 steps included, path length off)."""
+    """Seconds per step of the last logged window (train_gan reads its values every
+    LOG_FLUSH = 20 steps, so with more than 20 steps the warm-up is left out) and the mean
+    over all steps (r1 every 16 steps included, path length off)."""
     size = config["size"]
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
@@ -185,8 +187,8 @@ def bench_training(config: dict, device, steps: int) -> tuple[float, float]:
                   channel_base=config["channel_base"], channel_max=config["channel_max"],
                   batch_size=16, steps=steps, snapshot_every=10 ** 6, device=device)
         log = np.genfromtxt(Path(tmp) / "out" / "training_log.tsv", names=True, delimiter="\t")
-    seconds = log["seconds_per_step"][2:]  # skip warm-up steps
-    return float(np.median(seconds)), float(np.mean(seconds))
+    seconds = log["seconds_per_step"]
+    return float(seconds[-1]), float(np.mean(seconds))
 
 
 def print_table(title: str, header: tuple, rows: list[tuple]) -> None:
@@ -217,9 +219,12 @@ def main() -> None:
     rows = [("sampling (sample_images, batch 32, uint8 out)",
              f"{bench_sampling(config, device, args.samples):.0f} images/s")]
     if args.train_steps:
-        median, mean = bench_training(config, device, args.train_steps)
-        rows.append((f"training, batch 16 ({args.train_steps - 2} steps, R1 every 16)",
-                     f"{median:.3f} s/step median, {mean:.3f} mean"))
+        last, mean = bench_training(config, device, args.train_steps)
+        rows.append((f"training, batch 16 ({args.train_steps} steps, R1 every 16)",
+                     f"{last:.3f} s/step after warm-up, {mean:.3f} mean"))
+        rows.append(("training per thousand images", f"{last * 1000 / 16:.1f} s/kimg"))
+    if device.type == "cuda":
+        rows.append(("peak GPU memory", f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"))
     print_table("Sampling and training", ("what", "speed"), rows)
 
 
