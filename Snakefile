@@ -37,16 +37,7 @@ CRITICAL_PATH = 2
 LONG_BRANCH_PRIORITY = 1
 
 
-def section(*keys):
-    """The params.yaml values a rule reads, keyed by `section` or `section.key`.
-
-    Snakemake reruns a rule when its params change, so each rule lists exactly what it reads.
-    """
-    values = {}
-    for key in keys:
-        name, _, sub = key.partition(".")
-        values[key] = config[name][sub] if sub else config[name]
-    return values
+include: "rules/common.smk"  # section(): the params a rule reads
 
 
 rule all:
