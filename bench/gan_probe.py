@@ -27,14 +27,17 @@ from partseg.gan.probe import iou_scores, linear_probe, train_labeler
 from partseg.gan.train import generator_from_snapshot
 
 
-def segmenter_labeler(path: str):
-    """A saved partseg segmenter as the probe's labeler: uint8 images -> label ids."""
+def segmenter_labeler(path: str, classes: list[str]):
+    """A saved partseg segmenter as the probe's labeler: uint8 images -> label ids in `classes`
+    (a 10-class face annotator's labels are merged under data.protocol face4)."""
     import numpy as np
 
-    from partseg.autoshot.train import load_segmenter, predict_labels
+    from partseg.annotator import annotator_labels
+    from partseg.autoshot.train import load_segmenter
 
     model = load_segmenter(path)
-    return lambda images: np.stack([labels for labels, _ in predict_labels(model, images, 64)])
+    return lambda images: np.stack([labels for labels, _ in
+                                    annotator_labels(model, images, classes, batch_size=64)])
 
 
 def main() -> None:
@@ -58,7 +61,7 @@ def main() -> None:
     test_images, test_masks, _ = load_split_arrays(args.dataset, "test")
     start = time.perf_counter()
     if args.annotator:
-        labeler, what = segmenter_labeler(args.annotator), args.annotator
+        labeler, what = segmenter_labeler(args.annotator, classes), args.annotator
     else:
         labeler = train_labeler(images, masks, len(classes), steps=args.labeler_steps)
         what = f"SmallSegmenter, {len(images)} labelled images, {args.labeler_steps} steps"

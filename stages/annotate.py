@@ -129,16 +129,18 @@ def read_manual_masks(shots: dict, manual_dir: Path, classes: list[str],
     return masks
 
 
-def simulated_annotations(images: list[np.ndarray], annotator_path: Path
+def simulated_annotations(images: list[np.ndarray], annotator_path: Path, classes: list[str]
                           ) -> tuple[list[np.ndarray], list[float]]:
-    """The simulated annotator's masks of `images`, and its mean confidence on each."""
-    from partseg.autoshot.train import load_segmenter, predict_labels
+    """The simulated annotator's masks of `images` in the dataset's `classes` (its 10 face
+    classes merged under data.protocol face4), and its mean confidence on each."""
+    from partseg.annotator import annotator_labels
+    from partseg.autoshot.train import load_segmenter
     from partseg.device import resolve_device
 
     device = resolve_device()
     annotator = load_segmenter(annotator_path, device)
-    results = predict_labels(annotator, np.stack(images), batch_size=64, device=device,
-                             return_probs=True)
+    results = annotator_labels(annotator, np.stack(images), classes, batch_size=64,
+                               device=device, return_probs=True)
     return [labels for labels, _ in results], [float(probs.max(0).mean()) for _, probs in results]
 
 
@@ -158,10 +160,11 @@ def realism_scores(images: list[np.ndarray], generator_dir: Path) -> list[dict] 
     return [{"realism": round(float(v), 4)} for v in logits]
 
 
-def simulated_shots(candidates: dict, pick, k: int, annotator_path: Path) -> tuple[dict, dict]:
+def simulated_shots(candidates: dict, pick, k: int, annotator_path: Path, classes: list[str]
+                    ) -> tuple[dict, dict]:
     log("[annotate] SIMULATED annotator: a UNet trained on rendered faces labels the candidates "
         "(demo data only; stands in for a person)")
-    masks, confidence = simulated_annotations(candidates["images"], annotator_path)
+    masks, confidence = simulated_annotations(candidates["images"], annotator_path, classes)
     scores = coverage_scores(masks, confidence)
     if isinstance(pick, list):
         chosen = named_indices(candidates["stems"], pick, k)
@@ -244,7 +247,7 @@ def build(args, params):
                                      options.k, args, options, classes)
     else:
         shots, scores = simulated_shots(load_candidates(Path(args.samples)), options.pick,
-                                        options.k, Path(args.annotator))
+                                        options.k, Path(args.annotator), classes)
     with atomic_dir(args.out) as tmp:
         for stem, image, mask in zip(shots["stems"], shots["images"], shots["masks"]):
             save_png(image, tmp / "images" / f"{stem}.png")

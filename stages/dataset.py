@@ -3,6 +3,8 @@
 data.source = synthetic   generate the built-in procedural faces (seeded, deterministic)
 data.source = folder      validate your folder dataset and write a normalised copy
 data.source = celebamask  import CelebAMask-HQ into the 10-class face protocol
+data.protocol = face4     then merge the 10 face classes into background, eye, mouth, nose
+                          (partseg.data.protocols; face10 keeps the source's classes)
 
 Each source first writes the folder format (images/ and masks/ PNGs per split, classes.yaml,
 preview.png) to a scratch folder beside the output; that is then packed into a few array
@@ -39,12 +41,15 @@ def write_folder_dataset(folder: Path, data, split_sizes, threads) -> dict:
 
 def build(args, params):
     from partseg.data.packed import pack_folder_dataset
+    from partseg.data.protocols import merge_folder_dataset
 
     out = Path(args.out)
     # Scratch space next to the output (same file system, and ignored by git via *.tmp/).
     folder = out.with_name(out.name + ".folder.tmp")
     try:
         summary = write_folder_dataset(folder, params.data, params.dataset, args.threads)
+        # data.protocol merges classes here, once, so every later stage sees the same labels.
+        summary = merge_folder_dataset(folder, params.data.protocol, summary)
         pack_folder_dataset(folder, out, summary=summary)  # atomic: replaces `out` as a whole
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -72,12 +72,15 @@ def fewshot_against_annotator(shard_dir: Path, annotator: Path, classes: list[st
     its labels (argmax of the shard's logits) are from the annotator's labels of the same
     images. A low score here means the features (or the shots) lose the parts, before any
     inversion or distillation."""
-    from partseg.autoshot.train import load_segmenter, predict_labels
+    from partseg.annotator import annotator_labels
+    from partseg.autoshot.train import load_segmenter
     from partseg.metrics import ConfusionMatrix
 
     images = np.load(shard_dir / "images.npy", mmap_mode="r")[:GENERATED_IMAGES]
     fewshot = np.load(shard_dir / "logits.npy", mmap_mode="r")[:GENERATED_IMAGES].argmax(1)
-    reference = predict_labels(load_segmenter(annotator), np.asarray(images), batch_size=64)
+    # The annotator's 10 face classes, merged to the dataset's under data.protocol face4.
+    reference = annotator_labels(load_segmenter(annotator), np.asarray(images), classes,
+                                 batch_size=64)
     matrix = ConfusionMatrix(len(classes))
     matrix.update(fewshot.astype(np.uint8), np.stack([labels for labels, _ in reference]))
     return matrix

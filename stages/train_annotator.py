@@ -18,10 +18,15 @@ from partseg.stage import log, run_stage, stage_parser
 def train_new(options, resolution: int, classes: list[str], out: Path, snapshots: Path, threads: int):
     from partseg.annotator import render_training_faces
     from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.data.protocols import merge_labels, merges_face_classes
+    from partseg.data.synthetic import FACE_CLASSES
     from partseg.device import resolve_device
 
     images, masks = render_training_faces(options.n_images, seed=options.seed,
                                           resolution=resolution, workers=max(1, threads))
+    if merges_face_classes(classes):
+        # Rendered masks have the 10 face classes; data.protocol face4 trains on them merged.
+        masks = merge_labels(masks, list(FACE_CLASSES), classes)
     model, _ = train_segmenter(
         images, masks, num_classes=len(classes), target_kind="hard",
         unet_config=as_dict(options.unet), augment=as_dict(options.augment), steps=options.steps,

@@ -57,13 +57,27 @@ def render_training_faces(count: int, *, seed: int, resolution: int, workers: in
     return np.concatenate(images), np.concatenate(masks)
 
 
+def annotator_labels(model, images, classes: list[str], **predict_options) -> list:
+    """The annotator's (labels, probabilities) per image, labels in the dataset's `classes`.
+
+    The shipped annotator paints the 10 face classes; under data.protocol face4 the dataset
+    has 4, so its labels are merged exactly as the dataset stage merged the ground truth (a
+    no-op when the classes agree). Probabilities stay the annotator's own.
+    """
+    from partseg.autoshot.train import predict_labels
+    from partseg.data.protocols import merge_labels
+
+    own = list(model.meta["class_names"])
+    return [(merge_labels(labels, own, classes), probs)
+            for labels, probs in predict_labels(model, images, **predict_options)]
+
+
 def score_on_split(model, images: np.ndarray, masks: np.ndarray, classes: list[str]) -> dict:
     """The annotator's own quality on a labelled split: mIoU, pixel accuracy, per-class IoU."""
-    from partseg.autoshot.train import predict_labels
     from partseg.metrics import ConfusionMatrix
 
     matrix = ConfusionMatrix(len(classes))
-    for (labels, _), mask in zip(predict_labels(model, images, batch_size=64), masks):
+    for (labels, _), mask in zip(annotator_labels(model, images, classes, batch_size=64), masks):
         matrix.update(labels, mask)
     iou = {name: (None if np.isnan(v) else round(float(v), 4))
            for name, v in zip(classes, matrix.iou())}
@@ -74,8 +88,13 @@ def score_on_split(model, images: np.ndarray, masks: np.ndarray, classes: list[s
 def check_annotator(model, checkpoint: str | os.PathLike, classes: list[str],
                     resolution: int) -> None:
     """Refuse an annotator that does not fit the data: other classes or another resolution."""
+    from partseg.data.protocols import merges_face_classes
+    from partseg.data.synthetic import FACE_CLASSES
+
     meta = model.meta
-    if list(meta["class_names"]) != list(classes):
+    # A 10-class face annotator also serves a protocol that merges those classes (face4).
+    mergeable = list(meta["class_names"]) == list(FACE_CLASSES) and merges_face_classes(classes)
+    if list(meta["class_names"]) != list(classes) and not mergeable:
         raise PartsegError(
             f"{checkpoint}: this annotator labels {meta['class_names']}, but the dataset's classes "
             f"are {classes}. Set train_annotator.checkpoint: null to train one for this data")

@@ -37,6 +37,9 @@ class DataParams:
     path: str = knob("data/user", "the folder dataset or CelebAMask-HQ root (unused for synthetic)")
     resolution: int = knob(32, "working resolution in pixels (images are resized to it)",
                            low=32, high=1024)
+    protocol: str = knob("face10", "face classes: face10 (the source's own, 10 for faces) or "
+                         "face4 (background, eye, mouth, nose); merged at the dataset stage",
+                         choices=("face10", "face4"))
 
 
 @dataclass

@@ -8,6 +8,8 @@
 - packed: the layout the `dataset` stage writes (`pack_folder_dataset`, `split_fingerprint`);
   read it, or a folder dataset, with `load_split_arrays`
 - preview: a picture of a dataset (`write_preview`)
+- protocols: `data.protocol` face10 / face4, the class merging (`merge_labels`,
+  `protocol_classes`, `merge_folder_dataset`)
 """
 
 from partseg.data.celebamask import import_celebamask
