@@ -159,3 +159,20 @@ def test_only_stages_dvc_built_and_proves_up_to_date_are_adopted():
         "sample": ["results/s2"], "features": ["results/f"]}
     assert _rules_to_adopt(locked, {}, changed=set())["train_gan"] == ["results/g"]
     assert _rules_to_adopt(locked, locked, changed=set()) == {}
+
+
+def test_experiments_stay_out_of_the_default_run(tmp_path):
+    """`snakemake --cores all` (target all) plans no experiment; the target `experiments` does,
+    and top-level DVC does not see the experiments' DVC project (experiments/.dvc)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PARTSEG_DVC_SYNC": "1"}  # plan only: no DVC bookkeeping
+    plan = subprocess.run(["snakemake", "-n", "--cores", "1", "--forceall"], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "experiments/results" not in plan.stdout + plan.stderr
+    assert (ROOT / "experiments" / ".dvc" / "config").is_file()
+    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    experiments = yaml.safe_load((ROOT / "experiments" / "dvc.yaml").read_text())["stages"] or {}
+    assert not set(raw) & set(experiments)
