@@ -239,3 +239,32 @@ def test_bad_process_count_is_one_clear_message(tmp_path):
                             env={**os.environ, "PARTSEG_PROCESSES": "two"})
     assert result.returncode != 0
     assert "PARTSEG_PROCESSES='two'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_gan_stage_trains_on_two_processes(tmp_path):
+    """`python -m stages.train_gan --processes 2` on the tiny dataset: rank 0 writes the stage's
+    outputs, and the generator equals the 1-process stage's."""
+    params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
+    params["train_gan"].update(batch_size=8, steps=3)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def stage(*args):
+        result = subprocess.run([sys.executable, "-m", *args, "--params",
+                                 str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True,
+                                text=True, timeout=240, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    stage("stages.dataset", "--threads", "1", "--out", str(tmp_path / "dataset"))
+    generators = {}
+    for processes in (1, 2):
+        out = tmp_path / f"gan{processes}"
+        stage("stages.train_gan", "--threads", "2", "--processes", str(processes),
+              "--dataset", str(tmp_path / "dataset"), "--snapshots", str(tmp_path / f"s{processes}"),
+              "--out", str(out))
+        assert {"generator.pt", "training_log.tsv", "samples.png"} <= {p.name for p in out.iterdir()}
+        generators[processes] = torch.load(out / "generator.pt", weights_only=True)["g_ema"]
+    for key in generators[1]:
+        torch.testing.assert_close(generators[1][key].float(), generators[2][key].float(),
+                                   **TOLERANCE, msg=key)
