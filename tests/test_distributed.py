@@ -26,22 +26,27 @@ from conftest import two_squares
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
 
-WORKER = '''
+# What both workers start with: arguments, one thread, the process group, and (die_after)
+# rank 0 dying abruptly right after writing its first snapshot: a killed run.
+PRELUDE = '''
 import os, sys
 import numpy as np, torch
 from partseg import distributed
-from partseg.autoshot import train as trainer
+from partseg.{module} import train as trainer
 
 out, steps, die_after, global_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(1)
 distributed.init_from_environment("cpu")
-data = np.load(os.environ["DATA"])
-if die_after:  # rank 0 dies abruptly right after writing its first snapshot: a killed run
-    save = trainer._save_snapshot
+if die_after:
+    save = trainer.{save}
     def save_then_die(*args):
         save(*args)
         os._exit(3)
-    trainer._save_snapshot = save_then_die
+    trainer.{save} = save_then_die
+'''
+
+WORKER = PRELUDE.format(module="autoshot", save="_save_snapshot") + '''
+data = np.load(os.environ["DATA"])
 model, history = trainer.train_segmenter(
     data["images"], data["masks"], num_classes=3, target_kind="hard",
     unet_config={"base_channels": 4, "depth": 2}, steps=steps, batch_size=global_batch, lr=1e-2,
@@ -53,21 +58,7 @@ distributed.shutdown()
 '''
 
 
-GAN_WORKER = '''
-import os, sys
-import numpy as np, torch
-from partseg import distributed
-from partseg.gan import train as trainer
-
-out, steps, die_after, global_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(1)
-distributed.init_from_environment("cpu")
-if die_after:  # rank 0 dies abruptly right after writing its first snapshot: a killed run
-    save = trainer.save_snapshot
-    def save_then_die(*args):
-        save(*args)
-        os._exit(3)
-    trainer.save_snapshot = save_then_die
+GAN_WORKER = PRELUDE.format(module="gan", save="save_snapshot") + '''
 summary = trainer.train_gan(
     images_dir=os.environ["DATA"], out_dir=out + ".out", snapshot_dir=os.environ["SNAPSHOTS"],
     size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16, batch_size=global_batch,
