@@ -150,3 +150,23 @@ def test_starts_from_the_checkpoints_latent_avg_when_there_is_one(G):
         assert torch.equal(stored, torch.full((G.style_dim,), 0.25))
     finally:
         G.latent_avg = None
+
+
+def test_a_warm_start_at_the_answer_beats_a_cold_start_with_few_steps(G, own_images):
+    """init_wplus / init_noises start the optimisation there (video frames start from the
+    previous frame's result): started at the true latents, 5 steps already reconstruct."""
+    truth = sample_images(G, 3, seed=11)
+    wplus = truth["wplus"]
+    common = dict(steps=5, lr=0.01, batch_size=3, latent_noise=0.0, show_progress=False)
+    warm = invert_images(G, own_images, init_wplus=wplus, optimize_noise=False, **common)
+    cold = invert_images(G, own_images, optimize_noise=False, **common)
+    assert warm["psnr"].min() > cold["psnr"].max() + 5.0, (warm["psnr"], cold["psnr"])
+    noises = [n.expand(3, 1, *n.shape[-2:]).clone() for n in G.noise_maps()]
+    warm_noise = invert_images(G, own_images, init_wplus=wplus, init_noises=noises, **common)
+    assert [tuple(n.shape) for n in warm_noise["noises"]] == [tuple(n.shape) for n in noises]
+
+
+def test_a_warm_start_of_the_wrong_shape_is_a_user_error(G, own_images):
+    with pytest.raises(PartsegError, match="init_wplus"):
+        invert_images(G, own_images, init_wplus=torch.zeros(2, G.n_latent, G.style_dim),
+                      show_progress=False)

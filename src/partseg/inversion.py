@@ -55,6 +55,7 @@ def invert_images(G: torch.nn.Module, images, *, D: torch.nn.Module | None = Non
                   pixel_weight: float = 1.0, perceptual_weight: float = 0.1,
                   noise_reg_weight: float = 1e5, optimize_noise: bool = True,
                   latent_noise: float = 0.05, perceptual: PerceptualFn | None = None,
+                  init_wplus: torch.Tensor | None = None, init_noises=None,
                   seed: int = 0, device: torch.device | str | None = None,
                   show_progress: bool = True) -> dict:
     """Invert `images` into `G`; see the module docstring for the method.
@@ -64,6 +65,10 @@ def invert_images(G: torch.nn.Module, images, *, D: torch.nn.Module | None = Non
     D: the trained discriminator, whose features give the perceptual term (ignored when
     `perceptual` is given; without either, the perceptual term is off).
     device: where to run; None means G's device. G (and D) are moved there.
+    init_wplus: [N, n_latent, style_dim] starting latents instead of the mean latent (a warm
+    start: the previous video frame's result, or an encoder's guess); in `space` w their mean
+    over layers is the start. init_noises: starting noise maps (a list in `G.noise_maps()`
+    order, each [N, 1, h, w]) instead of the generator's constant maps.
 
     Returns a dict: `wplus` float32 [N, n_latent, style_dim] (W results are broadcast), `noises`
     (list of float32 [N, 1, h, w], or None when `optimize_noise` is False), `reconstructions`
@@ -81,6 +86,7 @@ def invert_images(G: torch.nn.Module, images, *, D: torch.nn.Module | None = Non
         D.to(device)
     targets = images_to_tensor(images)
     w_mean, w_std = latent_statistics(G, device)
+    starts = _starting_points(G, len(targets), init_wplus, init_noises)
 
     batches = list(_chunks(len(targets), batch_size))
     bar = progress(total=len(batches) * steps, desc="invert", unit="step") if show_progress else None
@@ -91,7 +97,8 @@ def invert_images(G: torch.nn.Module, images, *, D: torch.nn.Module | None = Non
             results.append(_invert_batch(
                 G, targets[start:stop].to(device), D=D, perceptual=perceptual, space=space,
                 steps=steps, lr=lr, weights=(pixel_weight, perceptual_weight, noise_reg_weight),
-                optimize_noise=optimize_noise, latent_noise=latent_noise * w_std, w_mean=w_mean,
+                optimize_noise=optimize_noise, latent_noise=latent_noise * w_std,
+                start=_start_rows(starts, start, stop, w_mean, G, space, device),
                 generator=generator, bar=bar))
     if bar is not None:
         bar.close()
@@ -161,16 +168,45 @@ def _frozen(module: torch.nn.Module | None):
             parameter.requires_grad_(flag)
 
 
+def _starting_points(G, count: int, init_wplus, init_noises) -> dict:
+    """The warm start, checked against the generator and the number of images."""
+    if init_wplus is not None:
+        expected = (count, G.n_latent, G.style_dim)
+        if tuple(init_wplus.shape) != expected:
+            raise PartsegError(f"inversion init_wplus: shape {tuple(init_wplus.shape)}, expected "
+                               f"{expected} (images, generator layers, style_dim)")
+    if init_noises is not None:
+        expected = [(count, 1, *n.shape[-2:]) for n in G.noise_maps()]
+        if [tuple(n.shape) for n in init_noises] != expected:
+            raise PartsegError(f"inversion init_noises: shapes {[tuple(n.shape) for n in init_noises]}, "
+                               f"expected {expected}")
+    return {"wplus": init_wplus, "noises": init_noises}
+
+
+def _start_rows(starts: dict, start: int, stop: int, w_mean, G, space: str, device) -> dict:
+    """One batch's starting latents [n, rows, style_dim] and noise maps (or None: constant)."""
+    count = stop - start
+    if starts["wplus"] is None:
+        rows = 1 if space == "w" else G.n_latent
+        w = w_mean.reshape(1, 1, -1).repeat(count, rows, 1)
+    else:
+        w = starts["wplus"][start:stop].to(device).float()
+        w = w.mean(dim=1, keepdim=True) if space == "w" else w.clone()
+    noises = None if starts["noises"] is None else \
+        [n[start:stop].to(device).float() for n in starts["noises"]]
+    return {"w": w, "noises": noises}
+
+
 # ----------------------------------------------------------------------------- the optimisation
 
 def _invert_batch(G, targets, *, D, perceptual, space, steps, lr, weights, optimize_noise,
-                  latent_noise, w_mean, generator, bar) -> dict:
+                  latent_noise, start, generator, bar) -> dict:
     pixel_weight, perceptual_weight, noise_reg_weight = weights
     count = len(targets)
-    latent_rows = 1 if space == "w" else G.n_latent
-    w_opt = w_mean.reshape(1, 1, -1).repeat(count, latent_rows, 1).requires_grad_(True)
-    noises = [n.detach().to(targets.device).float().expand(count, 1, *n.shape[-2:]).clone()
-              .requires_grad_(optimize_noise) for n in G.noise_maps()]
+    w_opt = start["w"].detach().clone().requires_grad_(True)
+    initial_noises = start["noises"] or [n.detach().to(targets.device).float()
+                                         .expand(count, 1, *n.shape[-2:]) for n in G.noise_maps()]
+    noises = [n.clone().requires_grad_(optimize_noise) for n in initial_noises]
     optimizer = torch.optim.Adam([w_opt] + (noises if optimize_noise else []), lr=lr)
     target_features = _discriminator_features(D, _resize(targets, G.size)) \
         if D is not None and perceptual is None and perceptual_weight > 0 else None
