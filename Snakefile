@@ -426,14 +426,16 @@ rule report:
 EXPERIMENTS = {}
 
 
+include: "experiments/rules/shots.smk"
+include: "experiments/rules/protocols.smk"
 include: "experiments/rules/representations.smk"
 include: "experiments/rules/video.smk"
-include: "experiments/rules/protocols.smk"
+include: "experiments/rules/experiments_report.smk"
 
 
 rule experiments:
     input:
-        list(EXPERIMENTS.values()),
+        "experiments/results/experiments_report",
 
 
 # ---- Snakemake and DVC agree -------------------------------------------------------------

@@ -216,6 +216,32 @@ class EvaluateParams:
     n_qualitative: int = knob(6, "images in the qualitative grid", low=1)
 
 
+# ---- The paper's other experiments (experiments/, outside the default run). Each experiment
+# stage has its section here, named as the stage; the default run reads none of them.
+
+@dataclass
+class ShotsParams:
+    ks: list[int] = knob([1, 10], "numbers of shots the experiments compare; the shots of a smaller "
+                         "k are the first of the larger (the auto pick's order)", low=1)
+
+
+@dataclass
+class ProtocolsParams:
+    names: list[str] = knob(["face10", "face4"], "face protocols compared (the shots' and the "
+                            "test images' face10 masks merged into each)",
+                            choices=("face10", "face4"))
+
+
+# >>> representations experiment (train_vae, representations)
+# <<< representations experiment
+
+# >>> video experiment (video_clip, video)
+# <<< video experiment
+
+# >>> partitions experiment (partitions)
+# <<< partitions experiment
+
+
 @dataclass
 class Params:
     data: DataParams = field(default_factory=DataParams)
@@ -232,6 +258,11 @@ class Params:
     train_autoshot: TrainAutoshotParams = field(default_factory=TrainAutoshotParams)
     baselines: BaselinesParams = field(default_factory=BaselinesParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    # the experiments' sections
+    shots: ShotsParams = field(default_factory=ShotsParams)
+    protocols: ProtocolsParams = field(default_factory=ProtocolsParams)
+    # >>> experiment sections (one line per section)
+    # <<< experiment sections
 
 
 def _type_name(tp: Any) -> str:

@@ -1,0 +1,25 @@
+# One report of the experiments (see stages/experiments_report.py). Included last: its input
+# is every experiment's output folder, in the order EXPERIMENTS was filled.
+TIMED_EXPERIMENT_STAGES = "shots protocols train_vae representations partitions video_clip video"
+
+
+rule experiments_report:
+    input:
+        code="stages/experiments_report.py",
+        sections=list(EXPERIMENTS.values()),
+    output:
+        directory("experiments/results/experiments_report"),
+    log:
+        f"{LOGS}/experiments_report.log",
+    benchmark:
+        f"{BENCH}/experiments_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m stages.experiments_report --threads {threads} --sections {input.sections} "
+        "--benchmarks results/benchmarks --timed-stages " + TIMED_EXPERIMENT_STAGES + " "
+        "--out {output} 2>&1 | tee {log}"
