@@ -79,7 +79,24 @@ def comparison_tables(scores: dict) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def section_markdown(tables: dict[str, pd.DataFrame], count: int, settings: dict) -> str:
+def reading(scores: dict) -> list[str]:
+    """The numbers in words: what ten shots add in each protocol, and to which parts."""
+    lines = []
+    for protocol, by_k in scores.items():
+        ks = sorted(by_k)
+        if len(ks) < 2:
+            continue
+        low, high = by_k[ks[0]], by_k[ks[-1]]
+        gains = {c: high[c] - low[c] for c in high if c not in ("mean", "background")}
+        best = sorted(gains, key=gains.get, reverse=True)[:3]
+        lines.append(f"- {protocol}: k = {ks[-1]} instead of {ks[0]} moves the mean from "
+                     f"{100 * low['mean']:.1f} to {100 * high['mean']:.1f}; the largest gains are "
+                     + ", ".join(f"{c} {100 * gains[c]:+.1f}" for c in best) + ".")
+    return lines
+
+
+def section_markdown(tables: dict[str, pd.DataFrame], count: int, settings: dict,
+                     scores: dict) -> str:
     from partseg.report import markdown_table
 
     lines = ["## Both face protocols", "",
@@ -91,22 +108,34 @@ def section_markdown(tables: dict[str, pd.DataFrame], count: int, settings: dict
              "score (the demo is 32 px synthetic faces, where an eye is a few pixels).", ""]
     for protocol, frame in tables.items():
         lines += [f"### {protocol}", "", markdown_table(frame.reset_index(names="run")), ""]
+    lines += reading(scores) + [""]
     lines += ["![test images, ground truth and predictions per protocol and k](predictions.png)", ""]
     return "\n".join(lines)
 
 
-def predictions_picture(images, truth: dict, predicted: dict) -> np.ndarray:
-    """Rows: test images; columns: image, then per protocol its ground truth and each k."""
-    from partseg.visualize import colorize, image_grid
+def predictions_picture(images, truth: dict, predicted: dict, classes: list[str]) -> np.ndarray:
+    """Rows: test images; columns: the image, then per protocol its ground truth and each k.
+    Every protocol's labels are drawn in the colours of the dataset's classes of the same name
+    (face4's eye is face10's eye colour), so one legend serves all columns."""
+    from partseg.data.protocols import protocol_classes
+    from partseg.visualize import colorize, titled_grid
 
-    rows = []
+    def drawn(protocol: str, labels: np.ndarray) -> np.ndarray:
+        names = protocol_classes(protocol, classes)
+        table = np.full(256, 255, np.uint8)
+        table[:len(names)] = [classes.index(name) for name in names]
+        return colorize(table[labels])
+
+    titles, rows = ["image"], []
+    for protocol in truth:
+        titles += [f"{protocol} truth"] + [f"{protocol} k={k}" for p, k in predicted if p == protocol]
     for i in range(min(SHOWN_TEST_IMAGES, len(images))):
         row = [images[i]]
         for protocol, masks in truth.items():
-            row.append(colorize(masks[i]))
-            row += [colorize(labels[i]) for (p, _), labels in predicted.items() if p == protocol]
+            row.append(drawn(protocol, masks[i]))
+            row += [drawn(p, labels[i]) for (p, _), labels in predicted.items() if p == protocol]
         rows.append(row)
-    return image_grid(rows)
+    return titled_grid(rows, titles, classes, upscale=max(1, 96 // images.shape[1]))
 
 
 def build(args, params):
@@ -138,8 +167,8 @@ def build(args, params):
             pd.concat(tables, names=["protocol", "run"]).to_csv(part)
         truth = {p: merge_labels(test_masks, classes, protocol_classes(p, classes))
                  for p in params.protocols.names}
-        save_png(predictions_picture(images, truth, predicted), tmp / "predictions.png")
-        (tmp / "section.md").write_text(section_markdown(tables, len(stems), settings))
+        save_png(predictions_picture(images, truth, predicted, classes), tmp / "predictions.png")
+        (tmp / "section.md").write_text(section_markdown(tables, len(stems), settings, scores))
         _remove_tree(tmp / "scratch")
 
 

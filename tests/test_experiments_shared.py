@@ -130,3 +130,25 @@ def run_report():
     import runpy
 
     runpy.run_module("stages.experiments_report", run_name="__main__")
+
+
+def test_protocol_pictures_draw_each_class_in_one_colour():
+    from partseg.data.synthetic import FACE_CLASSES
+    from stages.protocols import predictions_picture, reading
+
+    classes = list(FACE_CLASSES)
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    face10 = np.full((2, 8, 8), classes.index("eye"), np.uint8)
+    face4 = np.full((2, 8, 8), 1, np.uint8)  # face4's id 1 is eye too
+    picture = predictions_picture(images, {"face10": face10, "face4": face4},
+                                  {("face10", 1): face10, ("face4", 1): face4}, classes)
+    assert picture.ndim == 3 and picture.shape[2] == 3
+    from partseg.visualize import colorize
+    eye = colorize(face10[0])[0, 0]
+    # Both protocols' eye columns exist in the picture in the same colour: count its pixels.
+    assert (picture == eye).all(axis=2).sum() >= 4 * 96 * 96
+
+    words = reading({"face4": {1: {"eye": 0.1, "nose": 0.2, "background": 0.9, "mean": 0.4},
+                               10: {"eye": 0.5, "nose": 0.3, "background": 0.9, "mean": 0.6}}})
+    assert words == ["- face4: k = 10 instead of 1 moves the mean from 40.0 to 60.0; the largest "
+                     "gains are eye +40.0, nose +10.0."]
