@@ -5,9 +5,21 @@ def section(*keys):
     """The params.yaml values a rule reads, keyed by `section` or `section.key`.
 
     Snakemake reruns a rule when its params change, so each rule lists exactly what it reads.
+    A section params.yaml lacks (a file written before the experiments' sections existed)
+    has the defaults the stage itself would use (src/partseg/params.py).
     """
     values = {}
     for key in keys:
         name, _, sub = key.partition(".")
-        values[key] = config[name][sub] if sub else config[name]
+        part = config[name] if name in config else default_section(name)
+        values[key] = part[sub] if sub else part
     return values
+
+
+def default_section(name):
+    """A params section's defaults, as partseg.params documents them."""
+    import dataclasses
+
+    from partseg.params import Params
+
+    return dataclasses.asdict(Params())[name]

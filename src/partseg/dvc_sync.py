@@ -32,6 +32,10 @@ So, without help:
    (it declares stale outputs fresh); here only stages whose dvc.lock entry matches the
    current params, code and inputs are adopted, so it declares exactly what DVC has proved.
 
+The paper's other experiments are a DVC project of their own in experiments/ (so the default
+`dvc repro` leaves them out); both hooks treat it the same way, with its own dvc.lock, stage
+names and agreement file, and its outputs relative to experiments/.
+
 The dvc.lock entries Snakemake's records match are kept in .snakemake/partseg_dvc_agreed.lock:
 the adoption (a `dvc status` and a touch run, a few seconds) happens only when dvc.lock
 differs from it, and covers only the stages whose entries differ (what DVC built or checked
@@ -47,12 +51,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import yaml
 
-LOCK = Path("dvc.lock")
-AGREED = Path(".snakemake") / "partseg_dvc_agreed.lock"
 # Set in the nested `snakemake --touch` run, which must neither adopt nor commit again.
 NESTED = "PARTSEG_DVC_SYNC"
+
+
+@dataclass(frozen=True)
+class DvcProject:
+    """One DVC project of the repository: its folder (relative to the Snakefile's, where
+    Snakemake's paths start) and the file that remembers what the two tools last agreed on."""
+
+    root: Path
+    agreed: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "dvc.lock"
+
+    def snakemake_path(self, dvc_path: str) -> str:
+        """An output path of this project's dvc.lock as the Snakefile spells it."""
+        return dvc_path if self.root == Path(".") else str(self.root / dvc_path)
+
+
+MAIN = DvcProject(Path("."), Path(".snakemake") / "partseg_dvc_agreed.lock")
+EXPERIMENTS = DvcProject(Path("experiments"), Path(".snakemake") / "partseg_dvc_agreed_experiments.lock")
+PROJECTS = (MAIN, EXPERIMENTS)
 
 
 def _warn(message: str) -> None:
@@ -63,16 +89,18 @@ def _info(message: str) -> None:
     print(f"partseg: {message}", file=sys.stderr, flush=True)
 
 
-def _dvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess | None:
-    """Run dvc; None (after a warning) when it is not installed or not initialised here."""
-    if not Path(".dvc").is_dir():
-        _warn("no .dvc/ here (DVC not initialised): Snakemake's run is not recorded for DVC; "
-              "run `dvc init` once to let `dvc repro` and `dvc status` see it")
+def _dvc(*args: str, project: DvcProject = MAIN,
+         timeout: int = 600) -> subprocess.CompletedProcess | None:
+    """Run dvc in `project`; None (after a warning) when it is not installed or not
+    initialised there."""
+    if not (project.root / ".dvc").is_dir():
+        _warn(f"no .dvc/ in {project.root} (DVC not initialised): Snakemake's run is not recorded "
+              "for DVC; run `dvc init` once to let `dvc repro` and `dvc status` see it")
         return None
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
         return subprocess.run(["dvc", *args], capture_output=True, text=True, env=env,
-                              timeout=timeout)
+                              timeout=timeout, cwd=project.root)
     except FileNotFoundError:
         _warn("`dvc` not found on PATH: Snakemake's run is not recorded for DVC")
     except subprocess.TimeoutExpired:
@@ -80,21 +108,21 @@ def _dvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess | None:
     return None
 
 
-def _remember_agreement(stages=None) -> None:
+def _remember_agreement(project: DvcProject, stages=None) -> None:
     """Note that Snakemake's records match these stages' dvc.lock entries (all when None).
 
     A stage left out (stale for DVC, so not adopted) keeps its previous entry here, so it is
     adopted later, once DVC has rebuilt it, even if its lock entry has not changed by then.
     """
-    locked = _locked_stages()
-    agreed = dict(locked) if stages is None else _locked_stages(AGREED)
+    locked = _locked_stages(project.lock)
+    agreed = dict(locked) if stages is None else _locked_stages(project.agreed)
     agreed.update({name: locked[name] for name in (stages or ()) if name in locked})
     agreed = {name: entry for name, entry in agreed.items() if name in locked}
-    AGREED.parent.mkdir(exist_ok=True)
-    AGREED.write_text(yaml.safe_dump({"stages": agreed}, sort_keys=False))
+    project.agreed.parent.mkdir(exist_ok=True)
+    project.agreed.write_text(yaml.safe_dump({"stages": agreed}, sort_keys=False))
 
 
-def _locked_stages(lock: Path = LOCK) -> dict:
+def _locked_stages(lock: Path) -> dict:
     """A lock file's stages: name -> entry (deps, params, outs); {} if there is none."""
     try:
         return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
@@ -102,10 +130,12 @@ def _locked_stages(lock: Path = LOCK) -> dict:
         return {}
 
 
-def _dvc_stage_bases() -> set[str]:
-    """Stage names declared in dvc.yaml (a `foreach` stage `s` yields `s@<item>` stages)."""
+def _dvc_stage_bases(project: DvcProject) -> set[str]:
+    """Stage names declared in the project's dvc.yaml (a `foreach` stage `s` yields `s@<item>`
+    stages)."""
     try:
-        return set((yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {}))
+        return set((yaml.safe_load((project.root / "dvc.yaml").read_text()) or {})
+                   .get("stages", {}) or {})
     except (OSError, yaml.YAMLError):
         return set()
 
@@ -120,32 +150,42 @@ def _stage_name(job) -> str:
 # ---- 1. Snakemake built: record it in dvc.lock --------------------------------------------
 
 def record_snakemake_run_in_dvc(workflow) -> None:
-    """From the Snakefile's onsuccess: `dvc commit -f` the stages this run executed (and any
-    stage of the run's DAG that dvc.lock lacks). Warns instead of failing."""
+    """From the Snakefile's onsuccess: in each DVC project, `dvc commit -f` the stages this run
+    executed (and any stage of the run's DAG that its dvc.lock lacks). Warns instead of failing."""
     if os.environ.get(NESTED):
         return
     try:
         dag = workflow.dag
         executed = set(dag.needrun_jobs(exclude_finished=False))
-        declared, locked = _dvc_stage_bases(), _locked_stages()
-        stages = sorted({_stage_name(job) for job in dag.jobs
-                         if job.rule.name in declared
-                         and (job in executed or _stage_name(job) not in locked)})
+        jobs = [(job, job in executed) for job in dag.jobs]
     except Exception as error:  # never fail a finished run over bookkeeping
         _warn(f"could not list the jobs of this run for DVC ({error!r}); "
               "run `dvc commit -f` to record them")
         return
+    for project in PROJECTS:
+        _commit_stages(project, jobs)
+
+
+def _commit_stages(project: DvcProject, jobs: list) -> None:
+    """`dvc commit -f` in `project` the stages of `jobs` ((job, executed) pairs) it declares
+    that ran, or that its dvc.lock lacks."""
+    declared, locked = _dvc_stage_bases(project), _locked_stages(project.lock)
+    stages = sorted({_stage_name(job) for job, ran in jobs
+                     if job.rule.name in declared and (ran or _stage_name(job) not in locked)})
     if not stages:
         return
-    _info(f"recording {len(stages)} stage(s) in dvc.lock (dvc commit -f {' '.join(stages)})")
-    result = _dvc("commit", "--force", "--quiet", *stages)
+    where = "" if project is MAIN else f" of {project.root}/"
+    _info(f"recording {len(stages)} stage(s) in {project.lock} (dvc commit -f {' '.join(stages)}"
+          f"{where})")
+    result = _dvc("commit", "--force", "--quiet", *stages, project=project)
     if result is None:
         return
     if result.returncode != 0:
-        _warn("`dvc commit` failed, so DVC does not know about this run (`dvc status` will "
-              "list these stages as changed):\n" + (result.stderr or result.stdout)[-2000:])
+        _warn(f"`dvc commit` in {project.root} failed, so DVC does not know about this run "
+              "(`dvc status` will list these stages as changed):\n"
+              + (result.stderr or result.stdout)[-2000:])
         return
-    _remember_agreement(stages)
+    _remember_agreement(project, stages)
 
 
 # ---- 2. DVC built: record it in Snakemake's metadata -------------------------------------
@@ -168,15 +208,20 @@ def adopt_dvc_builds(workflow) -> None:
     """From the Snakefile as it loads: give Snakemake the metadata of what `dvc repro` built.
 
     Only in the main Snakemake process (not in the per-job processes of cluster runs), and
-    only when dvc.lock changed since the two tools last agreed.
+    only for a DVC project whose dvc.lock changed since the two tools last agreed.
     """
     mode = getattr(getattr(workflow, "exec_mode", None), "name", "DEFAULT")
     if os.environ.get(NESTED) or mode != "DEFAULT":
         return
-    locked = _locked_stages()
-    if not locked or locked == _locked_stages(AGREED):
+    for project in PROJECTS:
+        _adopt_project(workflow, project)
+
+
+def _adopt_project(workflow, project: DvcProject) -> None:
+    locked = _locked_stages(project.lock)
+    if not locked or locked == _locked_stages(project.agreed):
         return
-    status = _dvc("status", "--json", timeout=300)
+    status = _dvc("status", "--json", project=project, timeout=300)
     if status is None:
         return
     try:
@@ -184,21 +229,27 @@ def adopt_dvc_builds(workflow) -> None:
     except json.JSONDecodeError:
         changed = None
     if status.returncode != 0 or changed is None:
-        _warn("`dvc status` failed; Snakemake keeps its own records:\n"
+        _warn(f"`dvc status` in {project.root} failed; Snakemake keeps its own records:\n"
               + (status.stderr or status.stdout)[-2000:])
         return
-    rules = _rules_to_adopt(locked, _locked_stages(AGREED), changed)
-    if rules:
-        targets = sorted({out for outs in rules.values() for out in outs})
-        command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
-                   "--touch", "--cores", "1", "--forcerun", *sorted(rules),
-                   "--allowed-rules", *sorted(rules), "--", *targets]
-        _info(f"recording for Snakemake what DVC built: snakemake --touch {' '.join(sorted(rules))} "
-              "(up to date in dvc.lock; nothing is run)")
-        result = subprocess.run(command, capture_output=True, text=True,
-                                env={**os.environ, NESTED: "1"})
-        if result.returncode != 0:
-            _warn("recording DVC's build for Snakemake failed; Snakemake may rerun stages DVC "
-                  "already built:\n" + (result.stderr or result.stdout)[-2000:])
-            return
-    _remember_agreement([name for name in locked if name.split("@")[0] in rules])
+    rules = _rules_to_adopt(locked, _locked_stages(project.agreed), changed)
+    if rules and not _touch(workflow, rules, project):
+        return
+    _remember_agreement(project, [name for name in locked if name.split("@")[0] in rules])
+
+
+def _touch(workflow, rules: dict[str, list[str]], project: DvcProject) -> bool:
+    """`snakemake --touch` the outputs of `rules` (recorded as built, nothing run)."""
+    targets = sorted({project.snakemake_path(out) for outs in rules.values() for out in outs})
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
+               "--touch", "--cores", "1", "--forcerun", *sorted(rules),
+               "--allowed-rules", *sorted(rules), "--", *targets]
+    _info(f"recording for Snakemake what DVC built: snakemake --touch {' '.join(sorted(rules))} "
+          "(up to date in dvc.lock; nothing is run)")
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env={**os.environ, NESTED: "1"})
+    if result.returncode != 0:
+        _warn("recording DVC's build for Snakemake failed; Snakemake may rerun stages DVC "
+              "already built:\n" + (result.stderr or result.stdout)[-2000:])
+        return False
+    return True
