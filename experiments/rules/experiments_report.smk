@@ -1,6 +1,5 @@
 # One report of the experiments (see stages/experiments_report.py). Included last: its input
 # is every experiment's output folder, in the order EXPERIMENTS was filled.
-TIMED_EXPERIMENT_STAGES = "shots protocols train_vae representations partitions video_clip video"
 
 
 rule experiments_report:
@@ -21,5 +20,5 @@ rule experiments_report:
         CONDA_ENV
     shell:
         "python -m stages.experiments_report --threads {threads} --sections {input.sections} "
-        "--benchmarks results/benchmarks --timed-stages " + TIMED_EXPERIMENT_STAGES + " "
-        "--out {output} 2>&1 | tee {log}"
+        "--benchmarks results/benchmarks --timed-stages shots protocols train_vae representations "
+        "partitions video_clip video --out {output} 2>&1 | tee {log}"
