@@ -424,12 +424,15 @@ rule report:
 # `dvc repro` leaves them out too (experiments/README.md). Each experiments/rules/<name>.smk
 # adds its output folder to EXPERIMENTS.
 EXPERIMENTS = {}
+# A conda env path in an included file is read from that file's folder (experiments/rules/).
+EXPERIMENTS_CONDA_ENV = "../../envs/partseg.yaml"
 
 
 include: "experiments/rules/shots.smk"
 include: "experiments/rules/protocols.smk"
 include: "experiments/rules/representations.smk"
 include: "experiments/rules/video.smk"
+include: "experiments/rules/partitions.smk"
 include: "experiments/rules/experiments_report.smk"
 
 

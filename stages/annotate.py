@@ -16,6 +16,11 @@ annotate.pick decides which candidates become the shots, as a person would choos
              painted.
   first      the first k candidates (sample_000, ...), the paper's blind choice.
   [stems]    exactly these candidates, e.g. [sample_004].
+--protocol NAME annotates in another part definition than the dataset's classes
+(partseg.data.protocols: face10, face4, or a partition of the face such as grid4 / bands3):
+inverted shots keep their masks under it (merged, or drawn by the demo generator), a person
+paints its classes (manual), and the simulated annotator serves only the class merges.
+Without it the shots have the dataset's own classes.
 Writes results/annotate/{images,masks}/<stem>.png, latents.pt, annotations.json (the choice and
 every candidate's score) and shots.png (the shots and their masks, enlarged).
 """
@@ -27,7 +32,8 @@ import numpy as np
 import torch
 
 from partseg.errors import PartsegError
-from partseg.io import atomic_dir, atomic_path, read_image, read_mask, save_json, save_png, save_torch
+from partseg.io import (atomic_dir, atomic_path, read_image, read_mask, save_json, save_png,
+                         save_torch, save_yaml)
 from partseg.stage import log, run_stage, stage_parser
 
 
@@ -86,7 +92,9 @@ def rank(scores: list[dict], keys: tuple[str, ...]) -> list[int]:
 
 
 def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Path,
-                                 classes_file: Path) -> None:
+                                 classes_file: Path, classes: list[str] | None = None) -> None:
+    """The candidates' images and the classes to paint (`classes`, or the dataset's
+    classes.yaml as it is) where `partseg annotate` opens them."""
     (manual_dir / "images").mkdir(parents=True, exist_ok=True)
     (manual_dir / "masks").mkdir(parents=True, exist_ok=True)
     for stem in samples["stems"]:
@@ -94,6 +102,9 @@ def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Pa
         if not target.exists():
             with atomic_path(target) as tmp:
                 shutil.copyfile(sample_dir / "images" / f"{stem}.png", tmp)
+    if classes is not None:  # --protocol: that protocol's classes, not the dataset's
+        save_yaml(list(classes), manual_dir / "classes.yaml")
+        return
     with atomic_path(manual_dir / "classes.yaml") as tmp:
         shutil.copyfile(classes_file, tmp)
 
@@ -179,7 +190,9 @@ def manual_shots(candidates: dict, pick, k: int, args, options, classes) -> tupl
     """A person's masks. pick auto offers every candidate, most realistic first, and the shots
     are whichever k the person painted; first / named candidates must all be painted."""
     stems, manual_dir = candidates["stems"], Path(options.manual_dir)
-    classes_file = Path(args.dataset) / "classes.yaml"
+    protocol = getattr(args, "protocol", None)
+    # Under --protocol the person paints that protocol's classes, listed in the manual folder.
+    classes_file = manual_dir / "classes.yaml" if protocol else Path(args.dataset) / "classes.yaml"
     scores = realism_scores(candidates["images"], Path(args.generator))
     if isinstance(pick, list):
         offered = named_indices(stems, pick, k)
@@ -190,7 +203,8 @@ def manual_shots(candidates: dict, pick, k: int, args, options, classes) -> tupl
     painted = [i for i in offered if (manual_dir / "masks" / f"{stems[i]}.png").exists()]
     if len(painted) < k:
         export_for_manual_annotation(select(candidates, offered), Path(args.samples), manual_dir,
-                                     classes_file)
+                                     Path(args.dataset) / "classes.yaml",
+                                     classes if protocol else None)
         # `partseg annotate` lists the candidates in this order and stars the first k.
         save_json({"k": k, "order": [stems[i] for i in offered]}, manual_dir / "candidates.json")
         waiting = [stems[i] for i in offered if i not in painted]
@@ -201,17 +215,27 @@ def manual_shots(candidates: dict, pick, k: int, args, options, classes) -> tupl
     return shots, dict(zip(stems, scores)) if scores else {}
 
 
-def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion) -> dict:
+def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion,
+                   protocol: str | None = None, stems: list[str] | None = None) -> dict:
+    """The first k labelled real images (or the labelled images named by `stems`) inverted
+    into the GAN, with their masks: the dataset's, or under `protocol` (merged, or drawn by
+    the demo generator for these very images), and the PSNR of each inversion."""
     from partseg.data.folder import load_split_arrays
+    from partseg.data.protocols import split_masks
     from partseg.device import resolve_device
     from partseg.gan import load_discriminator, load_generator
     from partseg.inversion import invert_images
     from partseg.params import as_dict
 
-    images, masks, stems = load_split_arrays(dataset_dir, "labeled", limit=k)
-    if masks is None or len(stems) < k:
+    chosen = labelled_indices(dataset_dir, stems) if stems is not None else list(range(k))
+    k, limit = len(chosen), max(chosen, default=-1) + 1
+    images, masks, all_stems = load_split_arrays(dataset_dir, "labeled", limit=limit)
+    if masks is None or len(all_stems) < limit:
         raise PartsegError(f"{dataset_dir}/labeled: annotate.source inverted needs {k} labelled "
-                           f"images with masks, found {len(stems)}")
+                           f"images with masks, found {len(all_stems)}")
+    if protocol is not None:
+        masks, _ = split_masks(dataset_dir, "labeled", protocol, limit=limit, key="--protocol")
+    images, masks, stems = images[chosen], masks[chosen], [all_stems[i] for i in chosen]
     device = resolve_device()
     checkpoint = generator_dir / "generator.pt"
     result = invert_images(load_generator(checkpoint, device), images,
@@ -219,7 +243,20 @@ def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion) ->
                            **as_dict(inversion))
     log(f"[annotate] inversion PSNR of the {k} shots: {np.round(result['psnr'], 2).tolist()}")
     return {"stems": list(stems), "images": list(images), "masks": list(masks),
-            "wplus": result["wplus"], "noises": result.get("noises")}
+            "wplus": result["wplus"], "noises": result.get("noises"),
+            "psnr": [float(v) for v in result["psnr"]]}
+
+
+def labelled_indices(dataset_dir: Path, stems: list[str]) -> list[int]:
+    """Positions of `stems` in the labeled split; a stem it lacks stops the run, named."""
+    from partseg.data.folder import load_split_arrays
+
+    known = list(load_split_arrays(dataset_dir, "labeled")[2])
+    missing = [stem for stem in stems if stem not in known]
+    if missing:
+        raise PartsegError(f"{dataset_dir}/labeled: no image {', '.join(missing)} (its images "
+                           f"are {known[0]} ... {known[-1]})")
+    return [known.index(stem) for stem in stems]
 
 
 def shots_picture(shots: dict, classes: list[str]) -> np.ndarray:
@@ -234,14 +271,30 @@ def shots_picture(shots: dict, classes: list[str]) -> np.ndarray:
     return grid
 
 
-def build(args, params):
+def shot_classes(dataset_dir: Path, protocol: str | None, source: str) -> list[str]:
+    """The classes the shots are annotated in: the dataset's, or those of --protocol."""
     from partseg.data.folder import load_classes
+    from partseg.data.protocols import classes_under, is_partition
 
-    options, dataset_dir = params.annotate, Path(args.dataset)
     classes = load_classes(dataset_dir)
+    if protocol is None:
+        return classes
+    classes = classes_under(protocol, classes, key="--protocol")
+    if source == "simulated" and is_partition(protocol):
+        raise PartsegError(f"--protocol: the simulated annotator paints the face classes, not the "
+                           f"partition {protocol}; use annotate.source inverted (its masks drawn "
+                           f"by the demo generator) or manual (paint them)")
+    return classes
+
+
+def build(args, params):
+    options, dataset_dir = params.annotate, Path(args.dataset)
+    protocol = getattr(args, "protocol", None)
+    classes = shot_classes(dataset_dir, protocol, options.source)
     scores = {}
     if options.source == "inverted":
-        shots = inverted_shots(dataset_dir, Path(args.generator), options.k, params.inversion)
+        shots = inverted_shots(dataset_dir, Path(args.generator), options.k, params.inversion,
+                               protocol)
     elif options.source == "manual":
         shots, scores = manual_shots(load_candidates(Path(args.samples)), options.pick,
                                      options.k, args, options, classes)
@@ -255,9 +308,11 @@ def build(args, params):
         save_png(shots_picture(shots, classes), tmp / "shots.png")
         save_torch({"stems": shots["stems"], "wplus": shots["wplus"].cpu(),
                     "noises": shots.get("noises")}, tmp / "latents.pt")
+        # "protocol" only under --protocol: the default run's record stays as it was.
+        named = {"protocol": protocol} if protocol else {}
         save_json({"source": options.source, "k": options.k, "pick": options.pick,
                    "stems": shots["stems"], "simulated": options.source == "simulated",
-                   "classes": classes, "candidates": scores}, tmp / "annotations.json")
+                   "classes": classes, **named, "candidates": scores}, tmp / "annotations.json")
     log(f"[annotate] {options.k} shot(s) {shots['stems']} from source '{options.source}' "
         f"(pick: {options.pick}) in {args.out}")
 
@@ -269,4 +324,7 @@ if __name__ == "__main__":
     parser.add_argument("--samples", default="results/sample")
     parser.add_argument("--annotator", default="results/train_annotator/annotator.pt")
     parser.add_argument("--out", default="results/annotate")
+    parser.add_argument("--protocol", default=None,
+                        help="annotate in this protocol (face10, face4, grid4, bands3) instead of "
+                             "the dataset's classes")
     run_stage("annotate", parser, build)

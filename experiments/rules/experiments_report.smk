@@ -17,7 +17,7 @@ rule experiments_report:
         mem_mb=500,
         runtime=5,
     conda:
-        CONDA_ENV
+        EXPERIMENTS_CONDA_ENV
     shell:
         "python -m stages.experiments_report --threads {threads} --sections {input.sections} "
         "--benchmarks results/benchmarks --timed-stages shots protocols train_vae representations "

@@ -20,7 +20,7 @@ rule protocols:
         mem_mb=2000,
         runtime=30,
     conda:
-        CONDA_ENV
+        EXPERIMENTS_CONDA_ENV
     shell:
         "python -m stages.protocols --threads {threads} --dataset {input.dataset} "
         "--shots {input.shots} --inversions {input.inversions} --out {output} 2>&1 | tee {log}"

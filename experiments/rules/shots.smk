@@ -21,7 +21,7 @@ rule shots:
         mem_mb=2000,
         runtime=10,
     conda:
-        CONDA_ENV
+        EXPERIMENTS_CONDA_ENV
     shell:
         "python -m stages.shots --threads {threads} --dataset {input.dataset} "
         "--generator {input.generator} --samples {input.samples} "

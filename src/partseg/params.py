@@ -233,12 +233,71 @@ class ProtocolsParams:
 
 
 # >>> representations experiment (train_vae, representations)
+@dataclass
+class TrainVaeParams:
+    checkpoint: str | None = knob("data/pretrained/demo_vae/vae.pt",
+                                  "a trained VAE to adopt (the shipped demo VAE by default; "
+                                  "null = train one here with the keys below)")
+    steps: int = knob(72800, "optimiser steps; 72800 batches of 16 cost the FLOPs of the demo "
+                             "GAN's 35000 steps (stages/train_vae.py)", low=1)
+    batch_size: int = knob(16, "images per step (the GAN's)", low=1)
+    lr: float = knob(0.002, "Adam learning rate (betas 0.9, 0.99)", low=0.0)
+    sigma: float = knob(0.1, "fixed std of the Gaussian pixel likelihood, images in [-1, 1]",
+                        low=1e-4)
+    kl_weight: float = knob(1.0, "weight of the KL term (1 = the ELBO)", low=0.0)
+    seed: int = knob(0, "seed of the weights and of the batches", low=0)
+
+
+@dataclass
+class RepresentationsParams:
+    names: list[str] = knob(["gan", "vae", "random", "rgbxy"],
+                            "representations compared: gan (the GAN's pixel features), vae (its "
+                            "decoder's), random (the generator untrained), rgbxy (pixels and "
+                            "coordinates)", choices=("gan", "vae", "random", "rgbxy"))
+    vae_refine: bool = knob(True, "refine the VAE encoder's latents by inversion (the GAN's "
+                                  "recipe, pixel loss); false: the encoder's mean alone")
+    random_seed: int = knob(0, "seed of the untrained generator's weights", low=0)
+    n_shown: int = knob(4, "test images in the predictions picture", low=1)
 # <<< representations experiment
 
 # >>> video experiment (video_clip, video)
+@dataclass
+class VideoClipParams:
+    frames: int = knob(72, "frames of the demo clip; the face's path (turn, grow, shrink, leave, "
+                       "come back) is spread over them", low=16, high=5000)
+    fps: float = knob(12.0, "frame rate of clip.mp4 and of the overlay videos", low=1.0,
+                      high=120.0)
+    seed: int = knob(0, "seed of the face, background, light and sensor noise", low=0)
+
+
+@dataclass
+class VideoParams:
+    steps_first: int = knob(200, "inversion steps of the first frame (cold: from the mean "
+                            "latent), and of every frame in the cold baseline", low=1)
+    steps_warm: int = knob(30, "inversion steps of each later frame, started from the previous "
+                           "frame's latents and noise maps", low=1)
+    lr_warm: float = knob(0.05, "peak learning rate of the warm-started inversions "
+                          "(inversion.lr is the cold one's)", low=0.0)
+    cold_baseline: bool = knob(True, "also invert every frame cold (steps_first each, batched), "
+                               "to measure what the warm start changes")
+    strip_frames: int = knob(8, "frames shown in strip.png, evenly spaced", low=2, high=32)
+    seed: int = knob(0, "seed of the inversions' random latent perturbation (cold starts)", low=0)
 # <<< video experiment
 
 # >>> partitions experiment (partitions)
+@dataclass
+class PartitionsParams:
+    # The protocol names of partseg.data.protocols.known_protocols(), spelled out so that
+    # loading params never imports the data code (tests/test_partitions.py checks they agree).
+    names: list[str] = knob(["face10", "grid4", "bands3"], "part definitions compared on the same "
+                            "inverted shot: face10 (the face classes) and partitions of the face "
+                            "drawn by the demo generator (grid4: a 2x2 grid; bands3: concentric "
+                            "bands)", choices=("face10", "face4", "grid4", "bands3"))
+    shot: str = knob("auto", "the one shot, a real `labeled` image inverted into the GAN: auto "
+                     "(of the first `candidates`, the best inverted one that shows every part "
+                     "of every protocol) or a stem such as '000002'")
+    candidates: int = knob(16, "labelled images inverted for shot: auto (one batch: about the "
+                           "time of one)", low=1, high=100)
 # <<< partitions experiment
 
 
@@ -262,6 +321,11 @@ class Params:
     shots: ShotsParams = field(default_factory=ShotsParams)
     protocols: ProtocolsParams = field(default_factory=ProtocolsParams)
     # >>> experiment sections (one line per section)
+    train_vae: TrainVaeParams = field(default_factory=TrainVaeParams)
+    representations: RepresentationsParams = field(default_factory=RepresentationsParams)
+    partitions: PartitionsParams = field(default_factory=PartitionsParams)
+    video_clip: VideoClipParams = field(default_factory=VideoClipParams)
+    video: VideoParams = field(default_factory=VideoParams)
     # <<< experiment sections
 
 

@@ -11,6 +11,13 @@ face4   background, eye, mouth, nose: the paper's second face protocol ("Face, 4
 The classes are merged once, at the dataset stage, so every later stage reads 4-class masks
 and a 4-class classes.yaml. The shipped simulated annotator labels the 10 face classes; its
 labels are merged the same way (`merge_labels`) wherever they are used.
+
+Parts of any shape: besides these class merges, a protocol can be a partition of the face
+that no class merge gives (partseg.data.partitions: grid4, a 2x2 grid over the face; bands3,
+concentric bands), drawn by the demo generator for the very pictures of the dataset. One
+registry knows both kinds (`known_protocols`); `split_masks` gives a split's masks under any
+of them (merged, or rendered), so `annotate --protocol` and `evaluate --protocol` can work
+in a part definition of the user's own. An unknown name stops with one message naming it.
 """
 
 from __future__ import annotations
@@ -114,3 +121,100 @@ def _merged_summary(summary: dict, source: list[str], target: list[str], protoco
                 sums[target[table[index]]] += by_class.get(name, 0.0)
             merged["class_pixel_fraction"][split] = {k: round(v, 4) for k, v in sums.items()}
     return merged
+
+
+# ----------------------------------------------------------------------------------------
+# Every protocol: the class merges above and the demo generator's partitions
+
+
+def known_protocols() -> list[str]:
+    """All protocol names: the class merges (face10, face4), then the partitions."""
+    from partseg.data.partitions import PARTITIONS
+
+    return [*PROTOCOLS, *PARTITIONS]
+
+
+def is_partition(protocol: str) -> bool:
+    """Whether `protocol` is drawn by the demo generator (not merged from the classes)."""
+    from partseg.data.partitions import PARTITIONS
+
+    return protocol in PARTITIONS
+
+
+def check_protocol(protocol: str, key: str = "protocol") -> str:
+    """`protocol` if it is known; else one message naming it, `key` and the known ones."""
+    if protocol not in known_protocols():
+        raise PartsegError(f"{key}: {protocol!r} is not a known protocol; the protocols are "
+                           f"{', '.join(known_protocols())}")
+    return protocol
+
+
+def classes_under(protocol: str, dataset_classes: list[str], key: str = "protocol") -> list[str]:
+    """The class names of `protocol` for a dataset whose masks have `dataset_classes`."""
+    from partseg.data.partitions import PARTITIONS
+
+    check_protocol(protocol, key)
+    if protocol in PARTITIONS:
+        return list(PARTITIONS[protocol])
+    if PROTOCOLS[protocol] is not None and list(PROTOCOLS[protocol]) == list(dataset_classes):
+        return list(dataset_classes)  # the dataset was built in this protocol already
+    try:
+        return protocol_classes(protocol, dataset_classes)
+    except PartsegError as error:  # its message names data.protocol; here the key is another
+        raise PartsegError(str(error).replace("params key data.protocol", key)) from None
+
+
+def relabel(labels: np.ndarray, from_classes: list[str], to_classes: list[str]
+            ) -> np.ndarray | None:
+    """Labels in `from_classes` re-expressed in `to_classes`: the same array when the classes
+    agree, merged by class name when `to_classes` is a merge of them (face10 -> face4), and
+    None when no merge gives them (face10 -> grid4: a prediction in other classes)."""
+    if list(from_classes) == list(to_classes):
+        return labels
+    if "background" in to_classes and set(to_classes) <= set(from_classes):
+        return merge_labels(labels, list(from_classes), list(to_classes))
+    return None
+
+
+def split_masks(dataset_dir, split: str, protocol: str, *, limit: int | None = None,
+                key: str = "protocol") -> tuple[np.ndarray, list[str]]:
+    """A split's masks under `protocol` (uint8 [N, H, W]) and their stems; `limit`: the first
+    images only. Class merges merge the dataset's masks; partitions are rendered by the demo
+    generator for exactly the dataset's pictures (a packed synthetic dataset only)."""
+    from partseg.data.folder import load_classes, load_split_arrays
+
+    dataset_classes = load_classes(dataset_dir)
+    classes = classes_under(protocol, dataset_classes, key)
+    images, masks, stems = load_split_arrays(dataset_dir, split, limit=limit)
+    if is_partition(protocol):
+        masks = rendered_partition_masks(Path(dataset_dir), split, protocol, images, stems, key)
+        return masks, stems
+    if masks is None:
+        raise PartsegError(f"{Path(dataset_dir) / split}: the split has no masks")
+    return merge_labels(masks, dataset_classes, classes), stems
+
+
+def rendered_partition_masks(dataset_dir: Path, split: str, protocol: str, images: np.ndarray,
+                             stems: list[str], key: str) -> np.ndarray:
+    """Partition `protocol` of each picture, drawn by the generator that made it; a picture
+    the generator does not reproduce byte for byte stops the run (its mask would not fit)."""
+    from partseg.data.packed import is_packed, load_manifest
+    from partseg.data.partitions import render_partition_sample
+
+    source = load_manifest(dataset_dir).get("source", {}) if is_packed(dataset_dir) else {}
+    if source.get("source") != "synthetic":
+        raise PartsegError(
+            f"{key}: {protocol} is a partition drawn by the demo face generator, but "
+            f"{dataset_dir} is not its output (data.source: {source.get('source', 'folder')}); "
+            f"paint your own partition's masks with `partseg annotate` instead")
+    seed, resolution = int(source["seed"]), int(source["resolution"])
+    masks = []
+    for stem, image in zip(stems, images):
+        drawn = (render_partition_sample(seed, split, int(stem), resolution, protocol)
+                 if stem.isdigit() else None)
+        if drawn is None or not np.array_equal(drawn[0], image):
+            raise PartsegError(f"{dataset_dir / split}: image {stem} is not the demo generator's "
+                               f"picture (seed {seed}, {resolution} px); its {protocol} mask "
+                               f"cannot be drawn")
+        masks.append(drawn[2])
+    return np.stack(masks) if masks else np.zeros((0, *images.shape[1:3]), np.uint8)

@@ -278,6 +278,10 @@ class Canvas:
         self.normal[:, 2] = 1.0
         self.detail = np.ones(n, np.float32)
         self.gloss = np.zeros(n, np.float32)
+        # Which face painted each sample last (-1: the background): a partition of the face
+        # (partseg.data.partitions) is drawn in that face's own coordinates.
+        self.owner = np.full(n, -1, np.int8)
+        self.painting = -1
         # Texture fields shared by all parts of the picture.
         self.mid = smooth_noise(rng, 14, self.size)
         self.coarse = smooth_noise(rng, 5, self.size)
@@ -291,6 +295,7 @@ class Canvas:
         self.normal[where] = (0.0, 0.0, 1.0) if normal is None else normal
         self.detail[where] = 1.0 if detail is None else detail
         self.gloss[where] = gloss
+        self.owner[where] = self.painting
 
     def compose(self, light: "Light") -> np.ndarray:
         """Shade the G-buffer and box-filter it to the output resolution (float RGB)."""
@@ -312,6 +317,12 @@ class Canvas:
         grid = self.label.reshape(self.size, self.size)
         middle = SUPERSAMPLE // 2
         return np.ascontiguousarray(grid[middle::SUPERSAMPLE, middle::SUPERSAMPLE])
+
+    def pixel_centres(self) -> np.ndarray:
+        """Flat sample indices of the pixel centres, row by row (where `mask` reads)."""
+        middle = SUPERSAMPLE // 2
+        samples = np.arange(middle, self.size, SUPERSAMPLE)
+        return (samples[:, None] * self.size + samples[None, :]).ravel()
 
 
 @dataclass
@@ -408,10 +419,15 @@ class FaceFrame:
         cols = np.arange(max(0, int((x - r) * size)), min(size, int(math.ceil((x + r) * size)) + 1))
         rows = np.arange(max(0, int((y - r) * size)), min(size, int(math.ceil((y + r) * size)) + 1))
         idx = (rows[:, None] * size + cols[None, :]).ravel()
+        return (idx, *self.coordinates(idx))
+
+    def coordinates(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(u, v) of the canvas samples at flat indices `idx`."""
+        face = self.face
         dx, dy = self.canvas.x[idx] - face.cx, self.canvas.y[idx] - face.cy
         u = (self.cos * dx + self.sin * dy) / face.scale
         v = (-self.sin * dx + self.cos * dy) / face.scale
-        return idx, u, v
+        return u, v
 
     def to_image(self, nu: np.ndarray, nv: np.ndarray, nz: np.ndarray) -> np.ndarray:
         """Rotate face-frame normals into the image frame, as an [n, 3] array."""
@@ -424,6 +440,15 @@ def _yawed(x0: float, yaw: float) -> tuple[float, float]:
     radius = 1.05
     phi = math.asin(max(-0.99, min(0.99, x0 / radius)))
     return radius * math.sin(phi + yaw), max(0.25, math.cos(phi + yaw) / math.cos(phi))
+
+
+def unyawed(u: np.ndarray, yaw: float) -> np.ndarray:
+    """The inverse of `_yawed`: where on the unturned head (a cylinder) the samples at
+    horizontal face positions `u` lie, 0 on the vertical line through the nose."""
+    radius = 1.05
+    phi = np.arcsin(np.clip(u / radius, -0.99, 0.99)) - yaw
+    # Clipped to the visible half of the cylinder, so the result grows with u.
+    return radius * np.sin(np.clip(phi, -np.pi / 2, np.pi / 2))
 
 
 def _sphere_normal(nu, nv, flatten: float = 0.9):
@@ -728,6 +753,15 @@ def render_face_sample(seed: int, split: str, index: int, resolution: int = 32
 
     A pure function of its arguments: the same call gives the same bytes.
     """
+    image, canvas, _ = render_face_canvas(seed, split, index, resolution)
+    return image, canvas.mask()
+
+
+def render_face_canvas(seed: int, split: str, index: int, resolution: int = 32
+                       ) -> tuple[np.ndarray, Canvas, list[FaceSpec]]:
+    """The picture of `render_face_sample`, with the G-buffer it was composed from (labels,
+    which face painted each sample) and the faces, back to front: what other part maps of
+    the same picture are drawn from (partseg.data.partitions)."""
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise PartsegError(f"synthetic resolution must be {MIN_RESOLUTION}..{MAX_RESOLUTION}, "
                            f"got {resolution}")
@@ -741,14 +775,15 @@ def render_face_sample(seed: int, split: str, index: int, resolution: int = 32
     else:
         clutter = int(rng.random() < 0.15) * int(rng.integers(1, 4))
     paint_background(canvas, rng, clutter)
-    for face in faces:
+    for number, face in enumerate(faces):
+        canvas.painting = number
         paint_face(canvas, face)
     colour = canvas.compose(light)
     # Camera: exposure, contrast and sensor noise.
     colour = (colour - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.06, 0.06)
     colour += noise_rng.normal(0, rng.uniform(0.0, 0.02), colour.shape).astype(np.float32)
     image = np.clip(np.round(colour * 255.0), 0, 255).astype(np.uint8)
-    return image, canvas.mask()
+    return image, canvas, faces
 
 
 # ----------------------------------------------------------------------------------------
