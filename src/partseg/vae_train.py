@@ -20,7 +20,6 @@ samples.png, training_log.tsv and, when small, snapshot.pt): see `--ship-to` / `
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import shutil
 import time
@@ -31,6 +30,7 @@ import torch
 import yaml
 
 from partseg.errors import PartsegError
+from partseg.gan.train import snapshot_steps, write_log  # the GAN's run folder format
 from partseg.io import atomic_path, file_sha256, read_image, save_png, save_torch
 from partseg.progress import progress
 from partseg.vae import GENERATOR_KEYS, GeneratorVAE
@@ -96,25 +96,6 @@ def snapshot_path(folder: Path, step: int) -> Path:
     return folder / f"snapshot-{step:06d}.pt"
 
 
-def snapshot_steps(folder: Path) -> list[int]:
-    steps = []
-    for path in Path(folder).glob("snapshot-*.pt"):
-        suffix = path.stem.split("-", 1)[1]
-        if suffix.isdigit():
-            steps.append(int(suffix))
-    return sorted(steps)
-
-
-def write_log(rows: list[dict], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, delimiter="\t")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                                 for k, v in row.items()})
-
-
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
     scaled = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -134,7 +115,7 @@ def reconstruction_grid(vae: GeneratorVAE, images: torch.Tensor) -> np.ndarray:
 def save_snapshot(state: VAETraining, folder: Path, grid_images: torch.Tensor) -> None:
     """Grid and log first, the snapshot last: an existing snapshot is complete."""
     save_png(reconstruction_grid(state.vae, grid_images), folder / f"grid-{state.step:06d}.png")
-    write_log(state.log_rows, folder / "training_log.tsv")
+    write_log(state.log_rows, folder / "training_log.tsv", LOG_COLUMNS)
     save_torch(state.state_dict(), snapshot_path(folder, state.step))
     for old in snapshot_steps(folder)[:-KEEP_SNAPSHOTS]:
         snapshot_path(folder, old).unlink(missing_ok=True)

@@ -248,10 +248,11 @@ def snapshot_steps(run_dir: Path) -> list[int]:
     return sorted(steps)
 
 
-def write_log(rows: list[dict], path: Path) -> None:
+def write_log(rows: list[dict], path: Path, columns=LOG_COLUMNS) -> None:
+    """The training log as TSV (a DVC plot), floats to 6 significant digits, written atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, delimiter="\t")
+            writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t")
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
