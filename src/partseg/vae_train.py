@@ -20,7 +20,6 @@ samples.png, training_log.tsv and, when small, snapshot.pt): see `--ship-to` / `
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import yaml
 
 from partseg.errors import PartsegError
+from partseg.gan.ship import machine
 from partseg.gan.train import snapshot_steps, write_log  # the GAN's run folder format
 from partseg.io import atomic_path, file_sha256, read_image, save_png, save_torch
 from partseg.progress import progress
@@ -312,16 +312,6 @@ def compute_record(options: dict, step: int, gan_record: Path) -> dict:
             "gan_compute_fraction": round(step * flops["vae"] / gan_total, 4)}
 
 
-def machine() -> str:
-    model = platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model}, {platform.system()}, torch {torch.__version__}"
-
-
 def ship(snapshot_dir: str | Path, out: str | Path, command: str, notes: dict | None = None,
          gan_record: str | Path = "data/pretrained/demo_gan/record.yaml") -> dict:
     """The newest snapshot -> out/{vae.pt, record.yaml, samples.png, training_log.tsv[, snapshot.pt]}."""
@@ -351,7 +341,7 @@ def ship(snapshot_dir: str | Path, out: str | Path, command: str, notes: dict | 
         "wall_hours": round(float(rows[-1]["elapsed_s"]) / 3600, 2) if rows else None,
         "final_psnr_db": round(float(rows[-1]["psnr"]), 2) if rows else None,
         "parameters": sum(int(v.numel()) for v in snapshot["vae"].values()),
-        "machine": machine(),
+        "machine": machine(None),
         "options": options,
         "command": command,
         "resume": (f"mkdir -p {snapshot_dir} && cp {out}/snapshot.pt "
