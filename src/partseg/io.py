@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 import yaml
@@ -73,6 +73,69 @@ def load_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping that names one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key written twice in one mapping (plain YAML keeps the
+    last one silently, so an edit further up a file would be ignored)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise DuplicateKeyError(f"line {line}: key {key!r} is written twice (first "
+                                            f"on line {first_line[key]}); keep one")
+                first_line[key] = line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's data: safe types only, duplicate keys refused; a PartsegError names the
+    file (and the line) for a missing, unreadable or invalid file."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except FileNotFoundError:
+        raise PartsegError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise PartsegError(f"{path}: is a folder; name a YAML file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PartsegError(f"{path}: unreadable ({error})") from None
+    except DuplicateKeyError as error:
+        raise PartsegError(f"{path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise PartsegError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+
+
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True (tensors, numbers, strings and containers only): a
+    tampered file that pickles code is refused, named, instead of run. Every failure is a
+    PartsegError naming the file."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise PartsegError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise PartsegError(f"{path}: refused to load: not plain tensor data ({last}); delete it "
+                           "and rerun the step that writes it") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
+        raise PartsegError(f"{path}: not a readable PyTorch file ({type(error).__name__}); "
+                           "delete it and rerun the step that writes it") from None
+
+
 def save_yaml(data: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -91,21 +154,53 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
 
 
-def _open_image(path: Path) -> Image.Image:
+# The largest image partseg decodes, anywhere (check, the dataset stage, segment, the annotation
+# server): 40 megapixels, e.g. 7746x5164. Why a limit: a PNG of a few hundred KB can declare
+# 14000x14000 (588 MB decoded as RGB, more as it is converted), and Pillow's own guard only
+# stops at 179 megapixels, with an exception no caller expected. Checked on the header, before
+# any pixel is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def check_image_size(name: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse an image (named `name`) whose width x height exceeds MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise PartsegError(f"{name}: image is {width}x{height} ({width * height / 1e6:.0f} "
+                           f"megapixels); partseg reads at most {MAX_IMAGE_PIXELS // 1_000_000} "
+                           "megapixels: downscale it first")
+
+
+def open_image(source: str | os.PathLike | IO[bytes], name: str | os.PathLike | None = None,
+               *, formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Open and decode an image (a path or a binary file), its size checked from the header
+    before decoding. `formats` (e.g. ("PNG",)) is checked on the content, not the suffix.
+    Every failure is a PartsegError naming `name` (default: the path)."""
+    name = source if name is None else name
     try:
-        image = Image.open(path)
-        image.load()  # decode now: a truncated file fails here, not later
-        return image
+        image = Image.open(source)  # reads the header only
     except FileNotFoundError:
-        raise PartsegError(f"{path}: file not found") from None
+        raise PartsegError(f"{name}: file not found") from None
+    except Image.DecompressionBombError:
+        # Pillow refuses far larger images on its own, before we see their size.
+        raise PartsegError(f"{name}: image has more than {MAX_IMAGE_PIXELS // 1_000_000} "
+                           "megapixels, the most partseg reads: downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PartsegError(f"{path}: unreadable or truncated image ({error})") from None
+        raise PartsegError(f"{name}: unreadable or truncated image ({error})") from None
+    check_image_size(name, *image.size)
+    if formats is not None and image.format not in formats:
+        raise PartsegError(f"{name}: the file holds a {image.format or 'unknown'} image, not "
+                           f"{' or '.join(formats)}; save it as {formats[0]}")
+    try:
+        image.load()  # decode now: a truncated file fails here, not later
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise PartsegError(f"{name}: unreadable or truncated image ({error})") from None
+    return image
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as HxWx3 uint8 RGB. Grayscale, RGBA, palette and 16-bit are converted."""
     path = Path(path)
-    image = _open_image(path)
+    image = open_image(path)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit (or 32-bit int) grayscale: scale to 8 bits instead of clipping.
         values = np.asarray(image, dtype=np.float64)
@@ -125,9 +220,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a label mask as HxW uint8 ids. A mask must be single-channel (L or P mode)."""
+    """Read a label mask as HxW uint8 ids. A mask must be a PNG file (by its content: a JPEG
+    named .png has had its label ids changed by compression), single-channel (L or P mode)."""
     path = Path(path)
-    image = _open_image(path)
+    image = open_image(path, formats=("PNG",))
     if image.mode == "P":
         return np.asarray(image, dtype=np.uint8)  # palette indices are the label ids
     if image.mode == "L":

@@ -45,7 +45,7 @@ from partseg.data.folder import IGNORE, normalise_image, normalise_mask
 from partseg.data.synthetic import (CLOTH, EAR, EYE, EYEBROW, FACE_CLASSES, HAIR, MOUTH, NECK,
                                     NOSE, SKIN)
 from partseg.errors import PartsegError
-from partseg.io import atomic_dir, save_yaml
+from partseg.io import atomic_dir, check_image_size, save_yaml
 
 IMAGES_DIR = "CelebA-HQ-img"
 MASKS_DIR = "CelebAMask-HQ-mask-anno"
@@ -108,8 +108,9 @@ def _read_part(path: Path) -> np.ndarray:
     """A binary part mask (stored as L, RGB or palette, 0/255) as a bool array."""
     try:
         with Image.open(path) as picture:
+            check_image_size(path, *picture.size)  # before decoding
             return np.asarray(picture.convert("L")) > 127
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise PartsegError(f"{path}: unreadable or truncated mask ({error})") from None
 
 
@@ -134,10 +135,11 @@ def compose_mask(parts: dict[str, Path]) -> np.ndarray:
 def _read_photo(path: Path, resolution: int) -> np.ndarray:
     try:
         with Image.open(path) as picture:
+            check_image_size(path, *picture.size)  # before decoding
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: much faster for small outputs.
             picture.draft("RGB", (resolution, resolution))
             return np.asarray(picture.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise PartsegError(f"{path}: unreadable or truncated image ({error})") from None
 
 
