@@ -63,6 +63,18 @@ def load_classes(root: str | os.PathLike) -> list[str]:
     return names
 
 
+def stem_problem(stem: str) -> str | None:
+    """Why a file stem cannot be a dataset stem, or None. Stems are kept one a line
+    (partseg.data.packed), in UTF-8: a control character (a newline, a tab, ...) or bytes that
+    are not UTF-8 would not come back the same, so such names are refused up front."""
+    for char in stem:
+        if ord(char) < 32 or ord(char) == 127:
+            return f"its name contains the control character {char!r}"
+        if 0xD800 <= ord(char) <= 0xDFFF:  # how Python spells bytes that are not UTF-8
+            return "its name is not valid UTF-8"
+    return None
+
+
 def _index_pictures(folder: Path, problems: list[str], suffixes=IMAGE_SUFFIXES) -> dict[str, Path]:
     """stem -> file for the pictures in `folder`; odd files are reported in `problems`."""
     found: dict[str, Path] = {}
@@ -72,7 +84,9 @@ def _index_pictures(folder: Path, problems: list[str], suffixes=IMAGE_SUFFIXES) 
         if path.name.startswith(".") or not path.is_file():
             continue
         suffix = path.suffix.lower()
-        if suffix in suffixes:
+        if suffix in suffixes and stem_problem(path.stem):
+            problems.append(f"{ascii(str(path))}: {stem_problem(path.stem)}; rename the file")
+        elif suffix in suffixes:
             if path.stem in found:
                 problems.append(f"{path}: two files with stem {path.stem!r} "
                                 f"({found[path.stem].name} and {path.name}); keep one")

@@ -81,6 +81,24 @@ def split_fingerprint(root: str | os.PathLike, split: str) -> str:
     return str(splits[split]["fingerprint"])
 
 
+def write_stems(path: str | os.PathLike, stems: list[str]) -> None:
+    """The stems one a line, UTF-8, "\n" only (folder.stem_problem refuses names that would
+    not come back: control characters, bytes that are not UTF-8)."""
+    Path(path).write_bytes("".join(f"{stem}\n" for stem in stems).encode("utf-8"))
+
+
+def read_stems(path: str | os.PathLike) -> list[str]:
+    """What write_stems wrote: split on "\n" alone, so spaces and any other character in a
+    name are kept (read_text() would also split on "\r", split() on every space)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PartsegError(f"{path}: unreadable ({error}); rebuild the dataset "
+                           "(stage `dataset`)") from None
+    return text.split("\n")[:-1] if text else []
+
+
 def pack_folder_dataset(folder: str | os.PathLike, out_dir: str | os.PathLike,
                         summary: dict | None = None) -> dict:
     """Pack a prepared folder dataset (equal-size images per split) into `out_dir`.
@@ -105,7 +123,7 @@ def pack_folder_dataset(folder: str | os.PathLike, out_dir: str | os.PathLike,
             np.save(tmp / split / "images.npy", images)
             if masks is not None:
                 np.save(tmp / split / "masks.npy", masks)
-            (tmp / split / "stems.txt").write_text("".join(f"{stem}\n" for stem in stems))
+            write_stems(tmp / split / "stems.txt", stems)
             manifest["splits"][split] = {
                 "images": len(stems), "masks": masks is not None,
                 "height": int(images.shape[1]), "width": int(images.shape[2]),
@@ -123,7 +141,7 @@ def load_packed_split(root: str | os.PathLike, split: str, limit: int | None = N
         raise PartsegError(f"{root}: split {split!r} not found (the dataset has "
                            f"{', '.join(splits) or 'no splits'})")
     folder = root / split
-    stems = (folder / "stems.txt").read_text().split()
+    stems = read_stems(folder / "stems.txt")
     count = len(stems) if limit is None else min(int(limit), len(stems))
 
     def read(name: str, ndim: int) -> np.ndarray:
