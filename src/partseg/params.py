@@ -10,21 +10,21 @@ dvc.yaml / the Snakefile declare exactly those sections as the stage's params.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from partseg.errors import PartsegError
 
 
 def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-         choices: tuple | None = None) -> Any:
-    """A params field with its help text and allowed values."""
-    meta = {"help": help, "low": low, "high": high, "choices": choices}
+         choices: tuple | None = None, min_items: int | None = None) -> Any:
+    """A params field with its help text and allowed values (`min_items`: of a list)."""
+    meta = {"help": help, "low": low, "high": high, "choices": choices, "min_items": min_items}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -127,13 +127,14 @@ class TrainFewshotParams:
 
 @dataclass
 class InvertTestParams:
-    splits: list[str] = knob(["test", "test_shifted"], "dataset splits to invert")
+    splits: list[str] = knob(["test", "test_shifted"], "dataset splits to invert", min_items=1)
     n_images: int = knob(50, "first N images of each split (inversion is slow)", low=1)
 
 
 @dataclass
 class SynthesizeParams:
-    shards: list[int] = knob([0, 1], "shard ids; one job each, run in parallel")
+    shards: list[int] = knob([0, 1], "shard ids; one job each, run in parallel", low=0,
+                             min_items=1)
     images_per_shard: int = knob(1000, "generated images per shard", low=1)
     batch_size: int = knob(50, "generator batch", low=1)
     truncation: float = knob(1.0, "truncation psi", low=0.0, high=1.0)
@@ -195,7 +196,8 @@ class TrainAnnotatorParams:
 
 @dataclass
 class BaselinesParams:
-    label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images")
+    label_counts: list[int] = knob([1, 10], "few-label UNets: number of labelled real images",
+                                   low=1)
     steps: int = knob(2000, "optimiser steps of the all-label UNet (same as auto-shot by "
                             "default; bench/bench_unet.py --convergence)", low=1)
     steps_few: int = knob(1000, "optimiser steps of the few-label UNets (label_counts): at "
@@ -212,7 +214,7 @@ class BaselinesParams:
 
 @dataclass
 class EvaluateParams:
-    splits: list[str] = knob(["test", "test_shifted"], "splits evaluated")
+    splits: list[str] = knob(["test", "test_shifted"], "splits evaluated", min_items=1)
     n_qualitative: int = knob(6, "images in the qualitative grid", low=1)
 
 
@@ -368,6 +370,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PartsegError(f"params key {key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan and .inf are floats too
+            raise PartsegError(f"params key {key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -379,6 +383,9 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
 def _check_range(key: str, value: Any, meta: dict) -> None:
     choices, low, high = meta.get("choices"), meta.get("low"), meta.get("high")
     values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) < (meta.get("min_items") or 0):
+        raise PartsegError(f"params key {key}: needs at least {meta['min_items']} item(s), "
+                           "got an empty list")
     for item in values:
         if choices is not None and item not in choices:
             raise PartsegError(f"params key {key}: {item!r} is not one of {', '.join(map(str, choices))}")
@@ -428,11 +435,49 @@ def _check_consistency(params: Params) -> None:
     res = params.data.resolution
     if res & (res - 1):
         raise PartsegError(f"params key data.resolution: {res} must be a power of two")
-    aug = params.train_autoshot.augment
-    if aug.scale_min > aug.scale_max:
-        raise PartsegError("params key train_autoshot.augment.scale_min: larger than scale_max")
+    for section in ("train_autoshot", "train_annotator"):
+        aug = getattr(params, section).augment
+        if aug.scale_min > aug.scale_max:
+            raise PartsegError(f"params key {section}.augment.scale_min: {aug.scale_min} is larger "
+                               f"than scale_max ({aug.scale_max}); the range must be ordered")
     if len(set(params.synthesize.shards)) != len(params.synthesize.shards):
         raise PartsegError("params key synthesize.shards: shard ids must be unique")
+    _check_splits(params)
+    _check_label_counts(params)
+
+
+# The splits each built-in source writes (a folder dataset has the splits of its folders:
+# `partseg check` compares those).
+SOURCE_SPLITS = {"synthetic": ("train", "labeled", "test", "test_shifted"),
+                 "celebamask": ("train", "labeled", "test")}
+# Splits a stage may name although a source lacks them (skipped with a note, e.g. CelebAMask-HQ
+# has no test_shifted), so one params.yaml serves every source.
+STANDARD_SPLITS = ("train", "labeled", "test", "test_shifted")
+
+
+def _check_splits(params: Params) -> None:
+    """evaluate.splits / invert_test.splits: a typo would silently evaluate nothing."""
+    for key in ("evaluate.splits", "invert_test.splits"):
+        section, name = key.split(".")
+        for split in getattr(getattr(params, section), name):
+            if params.data.source != "folder" and split not in STANDARD_SPLITS:
+                raise PartsegError(f"params key {key}: {split!r} is not a split of the "
+                                   f"{params.data.source} dataset (its splits: "
+                                   f"{', '.join(SOURCE_SPLITS[params.data.source])})")
+            if not split or split.startswith(".") or "/" in split or "\\" in split:
+                raise PartsegError(f"params key {key}: {split!r} is not a split folder name")
+
+
+def _check_label_counts(params: Params) -> None:
+    """baselines.label_counts: at most the labelled images the built-in sources write (a folder
+    dataset's count is checked by the baselines stage, which reads it)."""
+    if params.data.source == "folder":
+        return
+    for count in params.baselines.label_counts:
+        if count > params.dataset.n_labeled:
+            raise PartsegError(f"params key baselines.label_counts: {count} labelled images, but "
+                               f"the labeled split has dataset.n_labeled = "
+                               f"{params.dataset.n_labeled}; use at most that")
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -446,13 +491,12 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate params.yaml; errors name the file and the key."""
+    from partseg.io import load_yaml
+
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PartsegError(f"{path}: params file not found") from None
-    except yaml.YAMLError as error:
-        raise PartsegError(f"{path}: not valid YAML ({error})") from None
+    if not path.exists():
+        raise PartsegError(f"{path}: params file not found")
+    raw = load_yaml(path)  # refuses a folder, bad YAML and a key written twice, naming the file
     try:
         return parse_params(raw or {}, str(path))
     except PartsegError as error:
