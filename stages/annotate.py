@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from partseg.errors import PartsegError
-from partseg.io import (atomic_dir, atomic_path, read_image, read_mask, save_json, save_png,
-                         save_torch, save_yaml)
+from partseg.io import (atomic_dir, atomic_path, load_weights, read_image, read_mask, save_json,
+                         save_png, save_torch, save_yaml)
 from partseg.stage import log, run_stage, stage_parser
 
 
@@ -49,7 +49,11 @@ AUTO_PICK_ORDER = ("parts_shown", "confidence")
 
 def load_candidates(sample_dir: Path) -> dict:
     """All generated candidates: stems, images (list of HxWx3 uint8) and W+ latents."""
-    latents = torch.load(sample_dir / "latents.pt", weights_only=True)
+    path = sample_dir / "latents.pt"
+    latents = load_weights(path)  # weights only; a tampered file is refused, named
+    if not (isinstance(latents, dict) and {"stems", "wplus"} <= set(latents)):
+        raise PartsegError(f"{path}: not the sample stage's latents (no stems/wplus); rerun "
+                           "stage sample")
     stems = list(latents["stems"])
     images = [read_image(sample_dir / "images" / f"{stem}.png") for stem in stems]
     return {"stems": stems, "images": images, "wplus": latents["wplus"]}

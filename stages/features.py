@@ -26,14 +26,14 @@ def build(args, params):
     from partseg.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.gan import load_generator
-    from partseg.io import load_json
+    from partseg.io import load_json, load_weights
     from partseg.params import as_dict
 
     device = resolve_device()
     checkpoint = Path(args.generator) / "generator.pt"
     generator = load_generator(checkpoint, device=device)
     shots_dir = Path(args.annotations)
-    shots = torch.load(shots_dir / "latents.pt", weights_only=True)
+    shots = load_weights(shots_dir / "latents.pt")
     stems = load_json(shots_dir / "annotations.json")["stems"]
     options = params.features
     extractor = FeatureExtractor(generator, options.layers, options.resolution)

@@ -216,15 +216,17 @@ def train_vae(images: np.ndarray, snapshot_dir: str | Path, options: dict,
 
 def load_vae(path: str | Path) -> tuple[GeneratorVAE, dict]:
     """A shipped vae.pt (or a snapshot) -> (GeneratorVAE in eval mode, its info dict)."""
+    from partseg.io import load_weights
+
     path = Path(path)
     if not path.is_file():
         raise PartsegError(f"{path}: VAE checkpoint not found")
+    checkpoint = load_weights(path)  # weights only: a tampered file is refused, named
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         options = checkpoint["options"]
         vae = GeneratorVAE(options, sigma=options["sigma"], kl_weight=options["kl_weight"])
         vae.load_state_dict(checkpoint["vae"])
-    except (KeyError, RuntimeError, EOFError) as error:
+    except (KeyError, TypeError, RuntimeError, EOFError) as error:
         raise PartsegError(f"{path}: not a partseg VAE checkpoint ({error})") from None
     info = {"step": int(checkpoint["step"]), "options": options}
     return vae.eval().requires_grad_(False), info

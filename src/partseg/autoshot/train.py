@@ -477,10 +477,17 @@ def load_segmenter(path: str | os.PathLike, device: str | torch.device | None = 
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != SEGMENTER_FORMAT:
         raise PartsegError(f"{path}: not a partseg segmenter (expected a file written by "
                            f"save_segmenter, e.g. results/train_autoshot/model.pt)")
-    model = UNet(**checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = UNet(**checkpoint["config"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.meta = dict(checkpoint["meta"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        # e.g. a state dict of other shapes than its config: one line, not torch's page of them
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = " ".join(lines[:2]) or type(error).__name__
+        raise PartsegError(f"{path}: its weights do not fit its architecture ({detail}); "
+                           "retrain it or name another model file") from None
     target = resolve_device(None if device is None else str(device))
-    model.meta = dict(checkpoint["meta"])
     return model.to(target).eval()
 
 

@@ -44,7 +44,7 @@ import torch
 from partseg.errors import PartsegError
 from partseg.features.extract import FeatureExtractor
 from partseg.gan.sampling import images_to_uint8
-from partseg.io import atomic_dir, file_sha256, load_json
+from partseg.io import atomic_dir, file_sha256, load_json, load_weights
 from partseg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -615,9 +615,9 @@ class FeatureCache:
         name = self.manifest.get("latents_file")
         if name is None:
             raise PartsegError(f"{self.dir}: this cache stores no latents (written from arrays)")
-        return torch.load(self.dir / name, map_location="cpu")
+        return load_weights(self.dir / name)  # weights only: a tampered cache cannot run code
 
     def noises(self) -> list[torch.Tensor] | None:
         """The per-image noise maps used, or None for the generator's constant noise."""
         name = self.manifest.get("noises_file")
-        return None if name is None else torch.load(self.dir / name, map_location="cpu")
+        return None if name is None else load_weights(self.dir / name)
