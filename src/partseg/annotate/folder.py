@@ -26,7 +26,7 @@ from PIL import Image
 
 from partseg.data.folder import IGNORE, load_classes
 from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, read_mask, save_png
+from partseg.io import IMAGE_SUFFIXES, check_image_size, read_mask, save_png
 
 
 class AnnotationFolder:
@@ -77,9 +77,11 @@ class AnnotationFolder:
         path = self.image_path(stem)
         try:
             with Image.open(path) as image:
-                return image.size
-        except OSError as error:
+                size = image.size
+        except (OSError, Image.DecompressionBombError) as error:
             raise PartsegError(f"{path}: unreadable image ({error})") from None
+        check_image_size(path, *size)  # its mask upload is bounded by this size
+        return size
 
     def load_mask(self, stem: str) -> np.ndarray | None:
         """The saved mask (checked against its image and the classes), or None if not annotated."""

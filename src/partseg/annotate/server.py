@@ -65,11 +65,13 @@ def class_palette(n: int) -> list[list[int]]:
 # Request bodies -> masks
 
 
-def mask_from_body(body: bytes, content_type: str, width: int, height: int) -> np.ndarray:
-    """Decode a PUT body (PNG, raw bytes or JSON) into an HxW uint8 mask; 400 if malformed."""
+def mask_from_body(body: bytes, content_type: str, width: int, height: int,
+                   name: str = "the image") -> np.ndarray:
+    """Decode a PUT body (PNG, raw bytes or JSON) into an HxW uint8 mask; 400 if malformed.
+    A PNG is checked against the image's size (`name`, width x height) before it is decoded."""
     kind = content_type.split(";")[0].strip().lower()
     if kind == "image/png":
-        return _mask_from_png(body)
+        return _mask_from_png(body, width, height, name)
     if kind == "application/octet-stream":
         if len(body) != width * height:
             raise HttpError(HTTPStatus.BAD_REQUEST,
@@ -83,9 +85,23 @@ def mask_from_body(body: bytes, content_type: str, width: int, height: int) -> n
                     f"or application/json")
 
 
-def _mask_from_png(body: bytes) -> np.ndarray:
+def _mask_from_png(body: bytes, width: int, height: int, name: str) -> np.ndarray:
     try:
-        image = Image.open(io.BytesIO(body))
+        image = Image.open(io.BytesIO(body))  # the header only: nothing decoded yet
+    except Image.DecompressionBombError:
+        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"mask PNG declares more pixels than any image partseg reads; "
+                        f"send a {width}x{height} mask") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"mask body is not a readable PNG ({error})") from None
+    if image.format != "PNG":
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"mask body is a {image.format} image, not a PNG")
+    if image.size != (width, height):
+        # Refused by its header: a small PNG can declare 12000x12000 pixels (a bomb).
+        raise HttpError(HTTPStatus.UNPROCESSABLE_ENTITY,
+                        f"mask is {image.size[0]}x{image.size[1]} but image {name} is "
+                        f"{width}x{height}")
+    try:
         image.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise HttpError(HTTPStatus.BAD_REQUEST, f"mask body is not a readable PNG ({error})") from None
@@ -100,6 +116,9 @@ def _mask_from_json(body: bytes) -> np.ndarray:
     try:
         rows = json.loads(body)["mask"]
         mask = np.asarray(rows)
+    except RecursionError:  # e.g. [[[[...]]]] thousands deep
+        raise HttpError(HTTPStatus.BAD_REQUEST,
+                        'JSON mask is nested too deeply; send {"mask": [[id, ...], ...]}') from None
     except (ValueError, KeyError, TypeError) as error:
         raise HttpError(HTTPStatus.BAD_REQUEST,
                         f'JSON mask must be {{"mask": [[id, ...], ...]}} ({error})') from None
@@ -159,6 +178,11 @@ class AnnotateHandler(BaseHTTPRequestHandler):
         except OSError as error:  # e.g. disk full while saving: the page keeps the edit and retries
             self._send_json({"error": f"server could not read or write a file: {error}"},
                             HTTPStatus.INTERNAL_SERVER_ERROR)
+        except Exception as error:  # a bug: still an answer (not a dropped connection), one line
+            self.server.log(f"error: {self.command} {self.path}: {type(error).__name__}: {error}")
+            self._send_json({"error": f"internal error ({type(error).__name__}); see the "
+                                      "terminal running partseg annotate"},
+                            HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def _split_target(self) -> tuple[list[str], dict]:
         """Path segments (each percent-decoded after splitting, so %2F stays inside one) + query."""
@@ -200,7 +224,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
         folder = self.server.folder
         width, height = folder.image_size(stem)
         body = self._read_body(limit=(1 << 20) + 16 * width * height)
-        mask = mask_from_body(body, self.headers.get("Content-Type", ""), width, height)
+        mask = mask_from_body(body, self.headers.get("Content-Type", ""), width, height, stem)
         kept = folder.save_mask(stem, mask)
         self.server.log(f"saved {folder.mask_path(stem)}" if kept else
                         f"removed {folder.mask_path(stem)} (no labelled pixel left)")
@@ -312,6 +336,8 @@ def serve(directory: str | Path, port: int = 0, log=print) -> tuple[AnnotateServ
     Returns (server, url); stop it with server.shutdown() then server.server_close().
     """
     folder = AnnotationFolder(directory)
+    if not 0 <= port <= 65535:  # socket would raise OverflowError, not OSError
+        raise PartsegError(f"--port {port}: a port is 0..65535 (0 = a free one)")
     try:
         server = AnnotateServer(folder, port, log=log)
     except OSError as error:
@@ -345,6 +371,17 @@ def open_browser(url: str) -> None:
               f"`ssh -L {port}:127.0.0.1:{port} <host>` and open {url} locally", flush=True)
 
 
+def shots_needed(progress: dict) -> str:
+    return f"{progress['total']} shot{'s' if progress['total'] != 1 else ''} needed"
+
+
+def describe_progress(progress: dict) -> str:
+    """"2 of 5 images annotated (1 shot needed)": images and shots counted apart (a person
+    may paint more images than the k shots: "3 of 1 images" was printed before)."""
+    return (f"{progress['annotated']} of {progress['count']} images annotated "
+            f"({shots_needed(progress)})")
+
+
 def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt  # `kill` stops as cleanly as Ctrl+C
 
@@ -352,8 +389,9 @@ def _stop_on_sigterm(signum, frame) -> None:
 def run(args: argparse.Namespace) -> int:
     server, url = serve(args.dir, args.port)
     progress = server.folder.progress()
-    print(f"annotating {progress['total']} images in {server.folder.root} "
-          f"({progress['annotated']} annotated); masks are saved to {server.folder.masks_dir}")
+    print(f"annotating {progress['count']} images in {server.folder.root} "
+          f"({progress['annotated']} annotated, {shots_needed(progress)}); masks are saved to "
+          f"{server.folder.masks_dir}")
     print(f"open {url}  (Ctrl+C to stop)", flush=True)
     if not args.no_browser:
         open_browser(url)
@@ -365,7 +403,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.shutdown()
         server.server_close()
-    progress = server.folder.progress()
-    print(f"stopped: {progress['annotated']} of {progress['total']} images annotated in "
+    print(f"stopped: {describe_progress(server.folder.progress())} in "
           f"{server.folder.masks_dir}; rerun the pipeline to use them")
     return 0
