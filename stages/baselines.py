@@ -16,6 +16,7 @@ is seeded by baselines.seed alone.
 
 from pathlib import Path
 
+from partseg.errors import PartsegError
 from partseg.io import atomic_dir
 from partseg.stage import log, run_stage, stage_parser
 
@@ -67,6 +68,10 @@ def build(args, params):
     autoshot, options = params.train_autoshot, params.baselines
     images, masks, _ = load_split_arrays(args.dataset, "labeled")
     classes = load_classes(args.dataset)
+    beyond = [n for n in options.label_counts if n > len(images)]
+    if beyond:  # images[:n] would quietly train on all of them under the name unet_k<n>
+        raise PartsegError(f"params key baselines.label_counts: {beyond[0]} labelled images, but "
+                           f"{args.dataset}/labeled has {len(images)}; use at most that")
     runs = {f"unet_k{n}": n for n in options.label_counts} | {"unet_full": len(images)}
     settings = {"unet_config": as_dict(autoshot.unet), "augment": as_dict(autoshot.augment),
                 "steps": options.steps, "steps_few": options.steps_few,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from partseg.errors import PartsegError
 from partseg.io import atomic_dir, atomic_path, load_json, save_json, save_png
 from partseg.stage import available_splits, log, run_stage, stage_parser
 
@@ -168,8 +169,12 @@ def build(args, params):
     model_paths = {"autoshot": Path(args.autoshot) / "model.pt"}
     model_paths |= {p.stem: p for p in sorted(baselines.glob("unet_*.pt"))}
     metrics, rows = {}, []
+    splits = available_splits(args.dataset, params.evaluate.splits, "evaluate")
+    if not splits:  # metrics without any test score would pass for a finished evaluation
+        raise PartsegError(f"params key evaluate.splits: none of {', '.join(params.evaluate.splits)} "
+                           f"is a split with masks in {args.dataset}; name at least one")
     with atomic_dir(args.out) as tmp:
-        for split in available_splits(args.dataset, params.evaluate.splits, "evaluate"):
+        for split in splits:
             evaluate_split(split, args, params, classes, model_paths, tmp, metrics, rows)
             log(f"[evaluate] {split}: " + (", ".join(
                 f"{m} {v['miou']:.3f}" for m, v in metrics.get(split, {}).items())
