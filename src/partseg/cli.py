@@ -1,6 +1,7 @@
 """The `partseg` command: user tools beside the pipeline.
 
     partseg segment   images/folders/globs in, label and overlay PNGs out (auto-shot model)
+    partseg export    a trained segmenter as an ONNX model (for ONNX Runtime and others)
     partseg annotate  a local web page to paint part masks on the generated samples
     partseg check     validate params.yaml and a folder dataset without running anything
 
@@ -18,6 +19,7 @@ from partseg.errors import exit_on_user_error
 
 SUBCOMMANDS = {
     "segment": ("partseg.segment", "segment images with a trained auto-shot model"),
+    "export": ("partseg.export", "export a trained segmenter to ONNX (runs without partseg)"),
     "annotate": ("partseg.annotate.server", "paint part masks on the generated samples in a browser"),
     "check": ("partseg.check", "validate params.yaml and the dataset folder"),
 }

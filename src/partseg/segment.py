@@ -228,7 +228,9 @@ def segment_paths(model_path: str | os.PathLike, inputs: Sequence[str | os.PathL
     media = expand_inputs(inputs, frame_folders=frame_folders)
     videos = [path for path in media if path.is_dir() or is_video_file(path)]
     paths = [path for path in media if not (path.is_dir() or is_video_file(path))]
-    segmenter = Segmenter(model_path, device=device, size=size)
+    from partseg.onnx_backend import open_segmenter  # *.onnx: ONNX Runtime (partseg export)
+
+    segmenter = open_segmenter(model_path, device=device, size=size)
     out_dir = Path(out_dir)
     report = {"model": str(model_path), "out_dir": str(out_dir), "size": segmenter.size,
               "segmented": {}, "videos": {}, "failed": []}
@@ -282,7 +284,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame rate of a --frames folder's overlay video (default 25; video "
                              "files keep their own)")
     parser.add_argument("-m", "--model", default=DEFAULT_MODEL,
-                        help=f"trained segmenter (default {DEFAULT_MODEL})")
+                        help=f"trained segmenter, or its ONNX export (*.onnx, run with ONNX "
+                             f"Runtime; partseg export) (default {DEFAULT_MODEL})")
     parser.add_argument("-o", "--out", default="segmented",
                         help="output folder: labels/ and overlays/ for images, <stem>/labels/ "
                              "and <stem>/overlay.mp4 per video (default ./segmented)")
