@@ -8,6 +8,8 @@ architecture is not stored, so it is inferred from the keys and tensor shapes.
 
 Loading is safe: `torch.load(weights_only=True)` with exactly one extra allowed global,
 argparse.Namespace (rosinality's `args`). Any other pickled object is refused, naming it.
+NVlabs network pickles (`.pkl`) are read by nvlabs.py (an allow-listed unpickler that never
+runs their embedded code) and come back in the rosinality layout.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise PartsegError(f"{path}: checkpoint file not found")
+    from partseg.gan import nvlabs  # imported here: nvlabs.py uses this module's helpers
+
+    if nvlabs.is_network_pickle(path):  # NVlabs .pkl: restricted unpickler, rosinality layout
+        return nvlabs.load_as_rosinality(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
