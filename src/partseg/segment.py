@@ -57,6 +57,11 @@ from partseg.progress import progress
 from partseg.video import VIDEO_SUFFIXES
 
 DEFAULT_MODEL = "results/train_autoshot/model.pt"
+# The most pixels an image is segmented at (512x1024; a 16:9 photo at a 512 px model's
+# resolution fits): the default UNet's activations take about 750 bytes a pixel, so a 1x3000
+# strip scaled to a shorter side of 32 (32x96000) once took 2 GB. Larger working sizes are
+# scaled down, whatever the aspect ratio or --size.
+MAX_WORKING_PIXELS = 1 << 19
 
 
 class Segmenter:
@@ -74,11 +79,21 @@ class Segmenter:
         self.size = self.resolution if size is None else int(size)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """The size an HxW image is segmented at (shorter side = self.size; 0 = native)."""
-        if self.size <= 0:
-            return height, width
-        scale = self.size / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        """The size an HxW image is segmented at (shorter side = self.size; 0 = native), at
+        most MAX_WORKING_PIXELS pixels (then scaled down, keeping the aspect ratio)."""
+        scale = 1.0 if self.size <= 0 else self.size / min(height, width)
+        while True:
+            working = max(1, round(height * scale)), max(1, round(width * scale))
+            computed = self._padded_pixels(*working)
+            if computed <= MAX_WORKING_PIXELS:
+                return working
+            scale *= 0.98 * (MAX_WORKING_PIXELS / computed) ** 0.5
+
+    def _padded_pixels(self, height: int, width: int) -> int:
+        """Pixels the network computes for an HxW input: the UNet pads both sides to a
+        multiple of 2**depth (so a 4 px high strip costs as much as an 8 px one)."""
+        multiple = 2 ** int(getattr(self.model, "config", {}).get("depth", 3))
+        return (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
 
     def predict(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
         """One image (HxWx3 uint8 array or a path) -> HxW uint8 label ids."""
@@ -228,10 +243,14 @@ def segment_paths(model_path: str | os.PathLike, inputs: Sequence[str | os.PathL
     media = expand_inputs(inputs, frame_folders=frame_folders)
     videos = [path for path in media if path.is_dir() or is_video_file(path)]
     paths = [path for path in media if not (path.is_dir() or is_video_file(path))]
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # found before any work, not after it
+        raise PartsegError(f"{out_dir}: exists and is not a folder; name a folder for --out "
+                           "(created if missing)")
+    created = not out_dir.exists()
     from partseg.onnx_backend import open_segmenter  # *.onnx: ONNX Runtime (partseg export)
 
     segmenter = open_segmenter(model_path, device=device, size=size)
-    out_dir = Path(out_dir)
     report = {"model": str(model_path), "out_dir": str(out_dir), "size": segmenter.size,
               "segmented": {}, "videos": {}, "failed": []}
     for path, stem in zip(videos, _video_stems(videos)):
@@ -241,6 +260,8 @@ def segment_paths(model_path: str | os.PathLike, inputs: Sequence[str | os.PathL
         except PartsegError as error:
             print(f"skipped: {error}", file=sys.stderr)
             report["failed"].append({"path": str(path), "error": str(error)})
+    if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # every video failed: leave no empty folder behind
     if not paths:
         return report
     pending: dict[tuple[int, int], list[tuple[Path, str, np.ndarray]]] = {}
@@ -309,6 +330,9 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, size=args.size, frame_folders=args.frames,
                            fps=args.fps)
     count, failed = len(report["segmented"]), report["failed"]
+    if failed and not count and not report["videos"]:
+        raise PartsegError(f"nothing segmented: {len(failed)} file(s) could not be read: "
+                           + "; ".join(item["error"] for item in failed))
     if count or not report["videos"]:
         print(f"segmented {count} image(s) into {report['out_dir']}/labels and "
               f"{report['out_dir']}/overlays")
