@@ -4,6 +4,7 @@
     partseg export    a trained segmenter as an ONNX model (for ONNX Runtime and others)
     partseg annotate  a local web page to paint part masks on the generated samples
     partseg check     validate params.yaml and a folder dataset without running anything
+    partseg convert   an NVlabs StyleGAN2 .pkl as a rosinality .pt (safe: no code from it runs)
 
 Each subcommand lives in its own module, which provides `add_arguments(parser)` and
 `run(args)`; they are imported only when used, so `partseg --help` is fast.
@@ -22,6 +23,7 @@ SUBCOMMANDS = {
     "export": ("partseg.export", "export a trained segmenter to ONNX (runs without partseg)"),
     "annotate": ("partseg.annotate.server", "paint part masks on the generated samples in a browser"),
     "check": ("partseg.check", "validate params.yaml and the dataset folder"),
+    "convert": ("partseg.convert", "NVlabs StyleGAN2 .pkl -> rosinality .pt (never runs its code)"),
 }
 
 
