@@ -49,7 +49,7 @@ rule all:
 
 rule dataset:
     input:
-        code="stages/dataset.py",
+        code=stage_code("dataset"),
         user_data=config["data"]["path"],
     output:
         directory("data/dataset"),
@@ -71,7 +71,7 @@ rule dataset:
 
 rule train_gan:
     input:
-        code="stages/train_gan.py",
+        code=stage_code("train_gan"),
         pretrained="data/pretrained/demo_gan",
         dataset="data/dataset",
     output:
@@ -99,7 +99,7 @@ rule train_gan:
 
 rule sample:
     input:
-        code="stages/sample.py",
+        code=stage_code("sample"),
         generator="results/train_gan",
     output:
         directory("results/sample"),
@@ -123,7 +123,7 @@ rule sample:
 
 rule baselines:
     input:
-        code="stages/baselines.py",
+        code=stage_code("baselines"),
         dataset="data/dataset",
     output:
         directory("results/baselines"),
@@ -149,7 +149,7 @@ rule baselines:
 
 rule train_annotator:
     input:
-        code="stages/train_annotator.py",
+        code=stage_code("train_annotator"),
         pretrained="data/pretrained/annotator",
         dataset="data/dataset",
     output:
@@ -175,7 +175,7 @@ rule train_annotator:
 
 rule annotate:
     input:
-        code="stages/annotate.py",
+        code=stage_code("annotate"),
         dataset="data/dataset",
         generator="results/train_gan",
         samples="results/sample",
@@ -204,7 +204,7 @@ rule annotate:
 
 rule features:
     input:
-        code="stages/features.py",
+        code=stage_code("features"),
         generator="results/train_gan",
         annotations="results/annotate",
     output:
@@ -230,7 +230,7 @@ rule features:
 
 rule train_fewshot:
     input:
-        code="stages/train_fewshot.py",
+        code=stage_code("train_fewshot"),
         features="results/features",
         annotations="results/annotate",
     output:
@@ -256,7 +256,7 @@ rule train_fewshot:
 
 rule invert_test:
     input:
-        code="stages/invert_test.py",
+        code=stage_code("invert_test"),
         dataset="data/dataset",
         generator="results/train_gan",
     output:
@@ -281,7 +281,7 @@ rule invert_test:
 
 rule predict_oneshot:
     input:
-        code="stages/predict_oneshot.py",
+        code=stage_code("predict_oneshot"),
         inversions="results/invert_test",
         fewshot="results/train_fewshot",
     output:
@@ -305,7 +305,7 @@ rule predict_oneshot:
 
 rule synthesize:
     input:
-        code="stages/synthesize.py",
+        code=stage_code("synthesize"),
         generator="results/train_gan",
         fewshot="results/train_fewshot",
     output:
@@ -333,7 +333,7 @@ rule synthesize:
 
 rule train_autoshot:
     input:
-        code="stages/train_autoshot.py",
+        code=stage_code("train_autoshot"),
         shards=expand("results/synthesize/shard_{shard}", shard=SHARDS),
         dataset="data/dataset",
     output:
@@ -362,7 +362,7 @@ rule train_autoshot:
 
 rule evaluate:
     input:
-        code="stages/evaluate.py",
+        code=stage_code("evaluate"),
         dataset="data/dataset",
         annotations="results/annotate",
         oneshot="results/predict_oneshot",
@@ -395,7 +395,7 @@ rule evaluate:
 
 rule report:
     input:
-        code="stages/report.py",
+        code=stage_code("report"),
         params_file="params.yaml",
         evaluation="results/evaluate",
         annotations="results/annotate",

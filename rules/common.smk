@@ -1,5 +1,12 @@
 # Helpers of the Snakefile's rules (Snakemake keeps functions apart from rules).
 
+import sys
+
+# The library is importable from this checkout even where it is not installed.
+sys.path.insert(0, str(workflow.basedir) + "/src")
+
+from partseg.code_deps import stage_code  # a rule's code= inputs: its module's import closure
+
 
 def section(*keys):
     """The params.yaml values a rule reads, keyed by `section` or `section.key`.

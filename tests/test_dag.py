@@ -48,6 +48,11 @@ def snakemake_rules() -> dict[str, dict]:
         return rules
 
 
+def out_path(out) -> str:
+    """A dvc.yaml out: a path, or {path: {persist: true, ...}}."""
+    return out if isinstance(out, str) else next(iter(out))
+
+
 def experiment_path(path: str) -> str:
     """experiments/dvc.yaml's paths are relative to experiments/: one spelling from the root."""
     return path[3:] if path.startswith("../") else f"experiments/{path}"
@@ -76,9 +81,8 @@ def dvc_stages() -> dict[str, dict]:
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         body = stage.get("do", stage)
         stages[name] = {
-            # Library folders are DVC-only code deps (Snakemake tracks the stage module).
-            "deps": {resolve(d) for d in body.get("deps", []) if not d.startswith("src/")},
-            "outs": {resolve(o) for o in body.get("outs", [])},
+            "deps": {resolve(d) for d in body.get("deps", [])},
+            "outs": {resolve(out_path(o)) for o in body.get("outs", [])},
             "params": set(body.get("params", [])),
             "cmd": body["cmd"],
         }
@@ -86,8 +90,8 @@ def dvc_stages() -> dict[str, dict]:
     for name, body in (experiments or {}).items():
         deps = {experiment_path(d) for d in body.get("deps", [])}
         stages[name] = {
-            "deps": {d for d in deps if not d.startswith("src/")},
-            "outs": {experiment_path(o) for o in body.get("outs", [])},
+            "deps": deps,
+            "outs": {experiment_path(out_path(o)) for o in body.get("outs", [])},
             "params": experiment_params(body.get("params", [])),
             "cmd": body["cmd"].removeprefix("cd .. && "),
         }

@@ -4,7 +4,7 @@
 
 rule experiments_report:
     input:
-        code="stages/experiments_report.py",
+        code=stage_code("experiments_report"),
         sections=list(EXPERIMENTS.values()),
     output:
         directory("experiments/results/experiments_report"),

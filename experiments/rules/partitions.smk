@@ -4,8 +4,7 @@
 
 rule partitions:
     input:
-        code="stages/partitions.py",
-        annotate_code="stages/annotate.py",  # its `inverted` source makes the shot
+        code=stage_code("partitions"),
         dataset="data/dataset",
         generator="results/train_gan",
         inversions="results/invert_test",

@@ -3,7 +3,7 @@
 
 rule protocols:
     input:
-        code="stages/protocols.py",
+        code=stage_code("protocols"),
         dataset="data/dataset",
         shots="experiments/results/shots",
         inversions="results/invert_test",

@@ -5,7 +5,7 @@
 
 rule train_vae:
     input:
-        code="stages/train_vae.py",
+        code=stage_code("train_vae"),
         pretrained="data/pretrained/demo_vae",
         dataset="data/dataset",
         generator="results/train_gan",
@@ -31,7 +31,7 @@ rule train_vae:
 
 rule representations:
     input:
-        code="stages/representations.py",
+        code=stage_code("representations"),
         dataset="data/dataset",
         generator="results/train_gan",
         shots="experiments/results/shots",

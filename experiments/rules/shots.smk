@@ -3,7 +3,7 @@
 
 rule shots:
     input:
-        code="stages/shots.py",
+        code=stage_code("shots"),
         dataset="data/dataset",
         generator="results/train_gan",
         samples="results/sample",

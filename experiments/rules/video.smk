@@ -5,7 +5,7 @@
 
 rule video_clip:
     input:
-        code="stages/video_clip.py",
+        code=stage_code("video_clip"),
     output:
         directory("experiments/results/video_clip"),
     params:
@@ -26,7 +26,7 @@ rule video_clip:
 
 rule video:
     input:
-        code="stages/video.py",
+        code=stage_code("video"),
         clip="experiments/results/video_clip",
         generator="results/train_gan",
         fewshot="results/train_fewshot",

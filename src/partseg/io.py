@@ -39,11 +39,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `path` as a whole."""
+    """Yield an empty temporary folder; on success it replaces `path` as a whole.
+
+    Until then the previous `path` stays untouched (DVC keeps it too: every out is `persist`),
+    so a failure or a kill at any point leaves either the old result or the new one, never a
+    hole or a mix. The swap is two renames; the old folder is deleted after.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    old = path.with_name(path.name + ".old.tmp")
+    for leftover in (tmp, old):  # from a run killed earlier
+        if leftover.exists():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -51,8 +58,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(path, old)
     os.replace(tmp, path)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -5,7 +5,12 @@ folder.py  the annotation folder: listing, checks, atomic mask saves
 static/    the page (plain HTML, CSS and JavaScript on a canvas)
 """
 
-from partseg.annotate.folder import AnnotationFolder
-from partseg.annotate.server import serve
+from partseg import lazy_exports
 
-__all__ = ["AnnotationFolder", "serve"]
+# name -> submodule; imported on first use (see partseg.lazy_exports)
+_EXPORTS = {
+    "AnnotationFolder": "folder",
+    "serve": "server",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,15 @@
 Inference on user images: partseg.segment (`partseg segment`).
 """
 
-from partseg.autoshot.train import (load_segmenter, predict_labels, save_segmenter,
-                                    train_segmenter)
-from partseg.autoshot.unet import UNet
+from partseg import lazy_exports
 
-__all__ = ["UNet", "load_segmenter", "predict_labels", "save_segmenter", "train_segmenter"]
+# name -> submodule; imported on first use (see partseg.lazy_exports)
+_EXPORTS = {
+    "UNet": "unet",
+    "load_segmenter": "train",
+    "predict_labels": "train",
+    "save_segmenter": "train",
+    "train_segmenter": "train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

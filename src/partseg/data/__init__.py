@@ -12,15 +12,22 @@
   `protocol_classes`, `merge_folder_dataset`)
 """
 
-from partseg.data.celebamask import import_celebamask
-from partseg.data.folder import (FolderSplit, load_classes, load_split_arrays,
-                                 prepare_folder_dataset, validate_folder_dataset)
-from partseg.data.packed import pack_folder_dataset, split_fingerprint
-from partseg.data.preview import write_preview
-from partseg.data.synthetic import FACE_CLASSES, generate_synthetic_dataset, render_face_sample
+from partseg import lazy_exports
 
-__all__ = [
-    "FACE_CLASSES", "FolderSplit", "generate_synthetic_dataset", "import_celebamask",
-    "load_classes", "load_split_arrays", "pack_folder_dataset", "prepare_folder_dataset",
-    "render_face_sample", "split_fingerprint", "validate_folder_dataset", "write_preview",
-]
+# name -> submodule; imported on first use (see partseg.lazy_exports)
+_EXPORTS = {
+    "FACE_CLASSES": "synthetic",
+    "FolderSplit": "folder",
+    "generate_synthetic_dataset": "synthetic",
+    "import_celebamask": "celebamask",
+    "load_classes": "folder",
+    "load_split_arrays": "folder",
+    "pack_folder_dataset": "packed",
+    "prepare_folder_dataset": "folder",
+    "render_face_sample": "synthetic",
+    "split_fingerprint": "packed",
+    "validate_folder_dataset": "folder",
+    "write_preview": "preview",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

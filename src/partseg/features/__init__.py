@@ -1,10 +1,19 @@
 """Per-pixel generator features (the paper's representation) and their on-disk fp16 cache."""
 
-from partseg.features.cache import (FeatureCache, build_or_reuse, cache_is_current,
-                                    generator_checksum, stale_reason, write_cache_from_arrays,
-                                    write_feature_cache)
-from partseg.features.extract import FeatureExtractor, resize_feature_map, select_layers
+from partseg import lazy_exports
 
-__all__ = ["FeatureCache", "FeatureExtractor", "build_or_reuse", "cache_is_current",
-           "generator_checksum", "resize_feature_map", "select_layers",
-           "stale_reason", "write_cache_from_arrays", "write_feature_cache"]
+# name -> submodule; imported on first use (see partseg.lazy_exports)
+_EXPORTS = {
+    "FeatureCache": "cache",
+    "FeatureExtractor": "extract",
+    "build_or_reuse": "cache",
+    "cache_is_current": "cache",
+    "generator_checksum": "cache",
+    "resize_feature_map": "extract",
+    "select_layers": "extract",
+    "stale_reason": "cache",
+    "write_cache_from_arrays": "cache",
+    "write_feature_cache": "cache",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,12 +7,21 @@ JS-divergence uncertainty, ensemble.py); `build_network(kind, in_channels, num_c
 `predict_logits`, `predict_from_cache` and `uncertainty` apply a trained model (predict.py).
 """
 
-from partseg.fewshot.dilated_cnn import DilatedCNN
-from partseg.fewshot.ensemble import Ensemble
-from partseg.fewshot.mlp import PixelMLP
-from partseg.fewshot.networks import NETWORKS, build_network
-from partseg.fewshot.predict import predict_from_cache, predict_logits, uncertainty
-from partseg.fewshot.train import load_fewshot_model, save_fewshot_model, train_fewshot
+from partseg import lazy_exports
 
-__all__ = ["DilatedCNN", "Ensemble", "NETWORKS", "PixelMLP", "build_network", "load_fewshot_model",
-           "predict_from_cache", "predict_logits", "save_fewshot_model", "train_fewshot", "uncertainty"]
+# name -> submodule; imported on first use (see partseg.lazy_exports)
+_EXPORTS = {
+    "DilatedCNN": "dilated_cnn",
+    "Ensemble": "ensemble",
+    "NETWORKS": "networks",
+    "PixelMLP": "mlp",
+    "build_network": "networks",
+    "load_fewshot_model": "train",
+    "predict_from_cache": "predict",
+    "predict_logits": "predict",
+    "save_fewshot_model": "train",
+    "train_fewshot": "train",
+    "uncertainty": "predict",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
