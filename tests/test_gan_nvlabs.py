@@ -111,6 +111,20 @@ def test_refuses_pickle_of_something_else(tmp_path):
     _refused(listed, "found a list")
 
 
+def test_refuses_tensorflow_pickle(tmp_path, monkeypatch):
+    class Network:  # stands in for dnnlib.tflib.network.Network of the TensorFlow releases
+        def __reduce__(self):
+            return Network, ()
+
+    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
+    for name in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network"):  # pickle imports each
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["dnnlib.tflib.network"].Network = Network
+    path = tmp_path / "karras2019stylegan-ffhq.pkl"
+    path.write_bytes(pickle.dumps((Network(), Network(), Network())))
+    _refused(path, "TensorFlow", "supported")
+
+
 def test_refuses_missing_file(tmp_path):
     _refused(tmp_path / "absent.pkl", "not found")
 

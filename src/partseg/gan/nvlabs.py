@@ -199,6 +199,9 @@ def read_network_pickle(path: str | os.PathLike) -> Any:
         with open(path, "rb") as handle:
             return _RestrictedUnpickler(handle).load()
     except _Refused as refused:
+        if str(refused).startswith("dnnlib.tflib"):
+            raise PartsegError(f"{path}: a TensorFlow-era StyleGAN pickle ({refused}); "
+                               f"partseg reads PyTorch ones; {SUPPORTED}") from None
         raise PartsegError(
             f"{path}: refused to load: the pickle references {refused}, which is not plain "
             "network data (allowed: NVlabs persistent networks, tensors, numpy numbers, "
