@@ -273,3 +273,23 @@ def test_convert_refuses_with_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "StyleGAN3" in err and "\n" not in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def _state(persistent: _Persistent, *path: str) -> dict:
+    """The state dict of a sub-network of an NVlabs-like tree, by child names."""
+    for name in path:
+        persistent = persistent.meta["state"]["_modules"][name]
+    return persistent.meta["state"]
+
+
+def test_other_architectures(tmp_path, nvlabs_persistence):
+    """A non-resnet D leaves the checkpoint without one; a 'resnet' generator is refused."""
+    tree = _nvlabs_like(read_network_pickle(FIXTURES / "ada_auto32.pkl"), "")
+    _state(tree["D"], "b32")["architecture"] = "skip"
+    path = tmp_path / "d_skip.pkl"
+    path.write_bytes(pickle.dumps(tree))
+    assert load_discriminator(path) is None
+    assert load_generator(path).config["size"] == 32
+    _state(tree["G_ema"], "synthesis", "b8")["architecture"] = "resnet"
+    path.write_bytes(pickle.dumps(tree))
+    _refused(path, "'resnet' architecture", "supported")

@@ -306,7 +306,11 @@ def _check_filters(tensors: dict[str, torch.Tensor], where: str) -> None:
 
 def _mapping_lr(mapping: PersistentRecord, where: str) -> tuple[int, float]:
     """(number of fc layers, their learning-rate multiplier); widths must all equal w_dim."""
-    layers = [_child(mapping, f"fc{i}", where) for i in range(int(_attr(mapping, "num_layers")))]
+    modules = mapping.state.get("_modules") or {}
+    count = sum(1 for name in modules if name.startswith("fc") and name[2:].isdigit())
+    layers = [_child(mapping, f"fc{i}", where) for i in range(count)]
+    if not layers:
+        raise PartsegError(f"{where}: the mapping network has no fc layers; {SUPPORTED}")
     gains = {float(_attr(fc, "bias_gain", 1.0)) for fc in layers}
     acts = {_attr(fc, "activation", "linear") for fc in layers}
     if len(gains) != 1 or acts != {"lrelu"}:
@@ -381,7 +385,7 @@ def generator_state(g: PersistentRecord, where: str) -> tuple[dict, float, torch
     r = _Renamer(_tensors(g), where)
     _check_filters(r.tensors, where)
     n_mlp, lr_mlp = _mapping_lr(mapping, where)
-    if int(_attr(mapping, "z_dim")) != int(_attr(mapping, "w_dim")):
+    if _attr(mapping, "z_dim") != _attr(mapping, "w_dim"):
         raise PartsegError(f"{where}: z_dim {_attr(mapping, 'z_dim')} differs from w_dim "
                            f"{_attr(mapping, 'w_dim')}; partseg needs them equal")
     for i in range(n_mlp):  # style.0 is the PixelNorm (NVlabs' normalize_2nd_moment)
@@ -404,17 +408,32 @@ def generator_state(g: PersistentRecord, where: str) -> tuple[dict, float, torch
     return r.state, lr_mlp, latent_avg
 
 
-def discriminator_state(d: Any, where: str) -> tuple[dict | None, str]:
-    """(rosinality d state without blur kernels, or None; a note on what was done and why)."""
+# The 4x4 epilogue: NVlabs b4.{conv, fc, out} -> rosinality final_conv / final_linear.
+EPILOGUE = {"final_conv.0.weight": "b4.conv.weight", "final_conv.1.bias": "b4.conv.bias",
+            "final_linear.0.weight": "b4.fc.weight", "final_linear.0.bias": "b4.fc.bias",
+            "final_linear.1.weight": "b4.out.weight", "final_linear.1.bias": "b4.out.bias"}
+
+
+def _unmappable_discriminator(d: Any) -> str | None:
+    """Why partseg's Discriminator cannot hold D (None when it can)."""
     if not isinstance(d, PersistentRecord) or d.class_name != "Discriminator":
-        return None, f"no discriminator mapped: D is {getattr(d, 'class_name', type(d).__name__)}"
+        return f"D is {getattr(d, 'class_name', type(d).__name__)}"
     blocks = d.state.get("_modules") or {}
     archs = {_attr(b, "architecture", "resnet") for b in blocks.values()}
-    mbstd = (blocks.get("b4").state.get("_modules") or {}).get("mbstd") if "b4" in blocks else None
     if archs != {"resnet"} or int(_attr(d, "c_dim", 0) or 0) > 0:
-        return None, f"no discriminator mapped: architecture {sorted(archs)} (partseg: resnet)"
+        return f"architecture {sorted(archs)} (partseg: resnet, unconditional)"
+    epilogue = blocks.get("b4")
+    mbstd = (epilogue.state.get("_modules") or {}).get("mbstd") if epilogue else None
     if not isinstance(mbstd, PersistentRecord) or int(_attr(mbstd, "num_channels", 1)) != 1:
-        return None, "no discriminator mapped: minibatch stddev with other than 1 channel"
+        return "minibatch stddev with other than 1 channel"
+    return None
+
+
+def discriminator_state(d: Any, where: str) -> tuple[dict | None, str]:
+    """(rosinality d state without blur kernels, or None; a note on what was done and why)."""
+    reason = _unmappable_discriminator(d)
+    if reason:
+        return None, f"no discriminator mapped: {reason}"
     r = _Renamer(_tensors(d), where)
     _check_filters(r.tensors, where)
     size = 2 ** _log2_resolution(d, where)
@@ -424,12 +443,10 @@ def discriminator_state(d: Any, where: str) -> tuple[dict | None, str]:
         src, dst = f"b{size // 2 ** (k - 1)}", f"convs.{k}"
         r.put(f"{dst}.conv1.0.weight", f"{src}.conv0.weight")
         r.put(f"{dst}.conv1.1.bias", f"{src}.conv0.bias")
-        r.put(f"{dst}.conv2.1.weight", f"{src}.conv1.weight")
+        r.put(f"{dst}.conv2.1.weight", f"{src}.conv1.weight")  # the downsampling conv
         r.put(f"{dst}.conv2.2.bias", f"{src}.conv1.bias")
         r.put(f"{dst}.skip.1.weight", f"{src}.skip.weight")
-    for dst, src in (("final_conv.0.weight", "b4.conv.weight"), ("final_conv.1.bias", "b4.conv.bias"),
-                     ("final_linear.0.weight", "b4.fc.weight"), ("final_linear.0.bias", "b4.fc.bias"),
-                     ("final_linear.1.weight", "b4.out.weight"), ("final_linear.1.bias", "b4.out.bias")):
+    for dst, src in EPILOGUE.items():
         r.put(dst, src)
     if r.leftover():
         return None, f"no discriminator mapped: unplaced tensors {r.leftover()[:5]}"
