@@ -601,3 +601,23 @@ def test_segment_working_size_is_bounded_whatever_the_shape(height, width, size,
     working = segmenter.working_size(height, width)
     assert min(working) >= 1
     assert segmenter._padded_pixels(*working) <= MAX_WORKING_PIXELS
+
+
+def test_a_tampered_feature_cache_is_refused_not_run(tmp_path):
+    """The issue's demonstration: FeatureCache(...).latents() on a latents.pt that pickles a
+    call. Every torch.load in partseg is weights_only=True, whatever torch's default."""
+    from conftest import tiny_generator
+    from partseg.features import FeatureExtractor, write_feature_cache
+    from partseg.features.cache import FeatureCache
+    from partseg.gan import sample_images
+
+    generator = tiny_generator()
+    sample = sample_images(generator, 2, seed=0)
+    cache = write_feature_cache(tmp_path / "cache", FeatureExtractor(generator, "all", 8),
+                                sample["wplus"], batch_size=2, generator_checksum="x",
+                                params={}, show_progress=False)
+    name = json.loads((cache.dir / "manifest.json").read_text())["latents_file"]
+    tampered(cache.dir / name)
+    with pytest.raises(PartsegError, match=f"{name}: refused to load: not plain tensor data"):
+        FeatureCache(cache.dir).latents()
+    assert not list(tmp_path.rglob("*.ran"))

@@ -66,7 +66,8 @@ summary = trainer.train_gan(
 if distributed.current().is_main:
     import csv
     from pathlib import Path
-    snapshot = torch.load(sorted(Path(summary["run_dir"]).glob("snapshot-*.pt"))[-1])
+    snapshot = torch.load(sorted(Path(summary["run_dir"]).glob("snapshot-*.pt"))[-1],
+                          weights_only=True)
     with open(out + ".out/training_log.tsv") as handle:
         loss = [float(r["d_loss"]) for r in csv.DictReader(handle, delimiter="\t")]
     state = {f"{k}.{n}": v for k in ("g", "d", "g_ema") for n, v in snapshot[k].items()}
@@ -110,7 +111,7 @@ def run_worker(tmp_path, name, processes, *, steps=6, die_after=0, global_batch=
 
 
 def assert_same_model(a: Path, b: Path, **tolerance):
-    first, second = torch.load(a), torch.load(b)
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     assert first["state"].keys() == second["state"].keys()
     for key in first["state"]:
         torch.testing.assert_close(first["state"][key].float(), second["state"][key].float(),
