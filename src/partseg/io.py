@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -123,6 +124,18 @@ def load_yaml(path: str | os.PathLike) -> Any:
         raise PartsegError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
 
 
+def _unpickling_reason(text: str) -> str:
+    """The line of torch's weights-only refusal that says what was found (torch's message is
+    a page of advice, one line of which is about this file)."""
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it pickles {found.group(1)}, which could run code"
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith(advice)]
+    return lines[0] if lines else "not a weights-only file"
+
+
 def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """torch.load with weights_only=True (tensors, numbers, strings and containers only): a
     tampered file that pickles code is refused, named, instead of run. Every failure is a
@@ -137,9 +150,9 @@ def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise PartsegError(f"{path}: refused to load: not plain tensor data ({last}); delete it "
-                           "and rerun the step that writes it") from None
+        raise PartsegError(f"{path}: refused to load: not plain tensor data "
+                           f"({_unpickling_reason(str(error))}); delete it and rerun the step "
+                           "that writes it") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
         raise PartsegError(f"{path}: not a readable PyTorch file ({type(error).__name__}); "
                            "delete it and rerun the step that writes it") from None
