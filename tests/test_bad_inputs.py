@@ -114,7 +114,7 @@ def assert_refused(result: subprocess.CompletedProcess, message: str) -> str:
     """Exit 2, no traceback, and stderr ends with the one `error:` message, which holds
     `message` (a stage logs '[stage] started' before it; several problems of one folder
     dataset are listed under the error line, one a line)."""
-    assert "Traceback" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert result.stderr.count("error: ") == 1, result.stderr
     error = result.stderr[result.stderr.index("error: "):].strip()
@@ -242,6 +242,8 @@ CHECK_CASES = [
          f"img0.png: image has more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels"),
     Case("7000x7000 PNG (over the limit, under Pillow's)", check_folder(bomb_image(7000, 7000)),
          "img0.png: image is 7000x7000 (49 megapixels); partseg reads at most 40 megapixels"),
+    Case("12000x12000 PNG (over Pillow's warning size)", check_folder(bomb_image(12000, 12000)),
+         "img0.png: image is 12000x12000 (144 megapixels); partseg reads at most 40 megapixels"),
     Case("newline in a file name", check_folder(renamed("two\nlines")),
          "contains the control character '\\n'; rename the file"),
     Case("tab in a file name", check_folder(renamed("a\tb")),

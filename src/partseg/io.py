@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -182,6 +183,9 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
 # stops at 179 megapixels, with an exception no caller expected. Checked on the header, before
 # any pixel is decoded.
 MAX_IMAGE_PIXELS = 40_000_000
+# Pillow warns from 89 megapixels on: such an image is refused here anyway, by one message
+# instead of a warning's several lines before it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def check_image_size(name: str | os.PathLike, width: int, height: int) -> None:
