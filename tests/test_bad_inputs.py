@@ -399,6 +399,19 @@ def existing_file(tmp: Path) -> Path:
     return tmp / "out.txt"
 
 
+def huge_frames_video(tmp: Path) -> Path:
+    """A 70 KB video whose one frame is 7000x7000 (PNG-coded, in AVI)."""
+    import av
+
+    with av.open(str(tmp / "huge.avi"), "w") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 7000, 7000, "gray"
+        frame = av.VideoFrame.from_ndarray(np.zeros((7000, 7000), np.uint8), format="gray")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return tmp / "huge.avi"
+
+
 def bomb_file(tmp: Path) -> Path:
     (tmp / "bomb.png").write_bytes(png_declaring(14000, 14000))
     return tmp / "bomb.png"
@@ -416,6 +429,8 @@ SEGMENT_CASES = [
          "out.txt: exists and is not a folder; name a folder for --out"),
     Case("unreadable video", segment(lambda t: [t / "clip.mp4"]),
          "nothing segmented: 1 file(s) could not be read:"),
+    Case("video of 7000x7000 frames", segment(lambda t: [huge_frames_video(t)]),
+         "huge.avi (frame size): image is 7000x7000 (49 megapixels)"),
     Case("14000x14000 PNG bomb", segment(lambda t: [bomb_file(t)]),
          "bomb.png: image has more than 40 megapixels"),
     Case("annotate --port 70000", lambda tmp: ["partseg.cli", "annotate", "--dir",

@@ -38,7 +38,7 @@ from typing import Iterator
 import numpy as np
 
 from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, list_images, read_image
+from partseg.io import IMAGE_SUFFIXES, check_image_size, list_images, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif")
 DEFAULT_FPS = 25.0
@@ -114,6 +114,11 @@ class VideoFile:
         # Container headers may not know the count (webm, some gifs): None then.
         self.frame_count: int | None = int(self._stream.frames) or None
         self.size = (int(self._stream.height), int(self._stream.width))
+        try:  # frames are images: the same limit, from the header, before decoding any
+            check_image_size(f"{self.path} (frame size)", self.size[1], self.size[0])
+        except PartsegError:
+            self.close()
+            raise
 
     def __iter__(self) -> Iterator[np.ndarray]:
         import av
