@@ -248,6 +248,9 @@ CHECK_CASES = [
          "contains the control character '\\n'; rename the file"),
     Case("tab in a file name", check_folder(renamed("a\tb")),
          "contains the control character '\\t'; rename the file"),
+    Case("classes.yaml with a key twice", check_folder(lambda root: (root / "classes.yaml")
+                                                       .write_text("classes: [a, b]\nclasses: [c]\n")),
+         "classes.yaml: line 2: key 'classes' is written twice (first on line 1); keep one"),
     Case("split of the folder missing", check_folder(lambda root: None,
                                                      {"evaluate": {"splits": ["val"]}}),
          "params key evaluate.splits: 'val' is not a split of"),

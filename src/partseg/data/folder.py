@@ -20,11 +20,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, atomic_dir, read_image, read_mask, save_yaml
+from partseg.io import IMAGE_SUFFIXES, atomic_dir, load_yaml, read_image, read_mask, save_yaml
 
 IGNORE = 255
 MAX_CLASSES = 255  # ids 0..254; 255 is the ignore label
@@ -41,10 +40,7 @@ def load_classes(root: str | os.PathLike) -> list[str]:
     example = "a YAML list of class names in label-id order, e.g. [background, skin, hair]"
     if not path.is_file():
         raise PartsegError(f"{path}: not found; a folder dataset needs classes.yaml: {example}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise PartsegError(f"{path}: not valid YAML ({error})") from None
+    data = load_yaml(path)  # names the file; refuses a key written twice
     if isinstance(data, dict) and set(data) == {"classes"}:
         data = data["classes"]  # also accept `classes: [...]`
     if not isinstance(data, list) or not data:
