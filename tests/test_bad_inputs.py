@@ -231,7 +231,7 @@ CHECK_CASES = [
     Case("params missing", lambda tmp: ["partseg.cli", "check", "--params", tmp / "nope.yaml"],
          "nope.yaml: params file not found"),
     Case("params not a mapping", check_text("- 1\n- 2\n"),
-         "expected a mapping of stage sections at the top level"),
+         "p.yaml: expected a mapping of stage sections at the top level"),
     Case("missing checkpoint", check_params({"train_gan": {"checkpoint": "nowhere/g.pt"}}),
          "params key train_gan.checkpoint: nowhere/g.pt is not a file"),
     Case("missing VAE checkpoint", check_params({"train_vae": {"checkpoint": "gone/vae.pt"}}),

@@ -500,7 +500,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return parse_params(raw or {}, str(path))
     except PartsegError as error:
-        raise PartsegError(f"{path}: {error}") from None
+        named = str(error).startswith(f"{path}:")  # parse_params names the file itself
+        raise PartsegError(str(error) if named else f"{path}: {error}") from None
 
 
 def as_dict(section: Any) -> dict:
