@@ -118,6 +118,12 @@ def test_onnx_segmenter_is_a_segmenter_with_the_same_state_and_labels(model_path
     # OnnxSegmenter sets Segmenter's attributes itself: it must keep up with Segmenter
     assert set(vars(onnx_backend)) == set(vars(torch_backend))
     assert onnx_backend.class_names == CLASSES and onnx_backend.resolution == RESOLUTION
+    assert onnx_backend.model.config == torch_backend.model.config
+    # at native size (--size 0), large images meet the working pixel cap, which counts the
+    # padding to a multiple of 2**depth: the ONNX backend must know the depth too
+    native_pt, native_onnx = Segmenter(model_path, size=0), open_segmenter(onnx_path, size=0)
+    for shape in [(20, 30), (1001, 999), (723, 1023)]:
+        assert native_onnx.working_size(*shape) == native_pt.working_size(*shape)
     images, _ = two_squares(2, 24, 7, noise=10)
     for image in images:
         assert np.array_equal(onnx_backend.predict(image), torch_backend.predict(image))

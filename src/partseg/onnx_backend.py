@@ -20,10 +20,10 @@ from partseg.export import INPUT_SPEC, ONNX_FORMAT, OUTPUT_SPEC, import_onnxrunt
 from partseg.segment import Segmenter
 
 
-def read_metadata(session, path: Path) -> dict:
-    """The partseg metadata of a session's model -> the checkpoint-style meta dict
-    (class_names, resolution, ...); PartsegError naming `path` if it is not a partseg export
-    this version can feed."""
+def read_metadata(session, path: Path) -> tuple[dict, dict]:
+    """The partseg metadata of a session's model -> (the checkpoint's meta dict: class_names,
+    resolution, ...; the UNet config); PartsegError naming `path` if it is not a partseg
+    export this version can feed."""
     props = session.get_modelmeta().custom_metadata_map
     if props.get("partseg.format") != ONNX_FORMAT:
         raise PartsegError(f"{path}: not a partseg segmenter export (no partseg metadata; make "
@@ -36,19 +36,22 @@ def read_metadata(session, path: Path) -> dict:
         meta["class_names"] = json.loads(props["partseg.class_names"])
         meta["resolution"] = int(props["partseg.resolution"])
         spec = json.loads(props["partseg.input"])
+        config = json.loads(props["partseg.unet"])
     except (KeyError, ValueError) as error:
         raise PartsegError(f"{path}: damaged partseg metadata ({error})") from None
     # Segmenter feeds exactly INPUT_SPEC (uint8 / 255, NCHW); refuse a model expecting other.
     if spec != INPUT_SPEC:
         raise PartsegError(f"{path}: expects input {spec}, but partseg feeds {INPUT_SPEC}")
-    return meta
+    return meta, config
 
 
 class _OnnxNetwork:
-    """Stands in for the UNet in Segmenter: float [B,3,H,W] tensor -> logits tensor."""
+    """Stands in for the UNet in Segmenter: float [B,3,H,W] tensor -> logits tensor.
+    `config` is the UNet's (Segmenter reads its depth to count the padded pixels)."""
 
-    def __init__(self, session):
+    def __init__(self, session, config: dict):
         self.session = session
+        self.config = config
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         images = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
@@ -79,8 +82,8 @@ class OnnxSegmenter(Segmenter):
         except Exception as error:  # ORT raises its own exception types for a bad file
             raise PartsegError(f"{path}: not a readable ONNX model ({type(error).__name__})"
                                ) from None
-        self.meta = read_metadata(session, path)
-        self.model = _OnnxNetwork(session)
+        self.meta, config = read_metadata(session, path)
+        self.model = _OnnxNetwork(session, config)
         self.device = torch.device("cpu")
         self.class_names: list[str] = list(self.meta["class_names"])
         self.resolution = int(self.meta["resolution"])
