@@ -25,7 +25,7 @@ from pathlib import Path
 
 from partseg.errors import PartsegError
 
-OPSET = 17  # ONNX Runtime >= 1.14 and most other runtimes support it
+OPSET = 17  # read by ONNX Runtime since 1.12 and by most other current runtimes
 # 11: the first opset with Pad amounts computed in the graph (dynamic H, W need them);
 # 20: the newest the TorchScript exporter (used here, see export_bytes) supports.
 OPSET_RANGE = (11, 20)
