@@ -15,29 +15,32 @@ import os
 configfile: "params.yaml"
 
 
+include: "rules/common.smk"  # section(), stage_code(): the params and code a rule reads
+
+
+# A bad params.yaml stops here, with `partseg check`'s message, before any job starts.
+check_params_or_stop()
+
 GPUS = int(os.environ.get("PARTSEG_GPUS", "0"))
 PROCESSES = max(1, int(os.environ.get("PARTSEG_PROCESSES") or GPUS or 1))
 SHARDS = config["synthesize"]["shards"]
 CONDA_ENV = "envs/partseg.yaml"  # only used with --use-conda
 LOGS = "results/logs"
 BENCH = "results/benchmarks"
-
+CORES = total_cores()
 
 # Threads: the supervised baselines (and GAN training from scratch) take half the cores for
 # most of the run; the stages that run meanwhile (the few-shot chain up to train_autoshot, and
 # the test inversion) take the other half, so neither waits for the other. Stages that run
 # alone (dataset first, evaluate and report last) take every core. train_autoshot used to take
 # every core too, which made it wait for the baselines to finish while one core stood idle.
-LONG_BRANCH = max(1, workflow.cores // 2)
-BESIDE_BASELINES = max(1, workflow.cores - LONG_BRANCH)
+LONG_BRANCH = max(1, CORES // 2)
+BESIDE_BASELINES = max(1, CORES - LONG_BRANCH)
 # When cores are short, Snakemake starts the higher priority first: the few-shot chain up to
 # auto-shot is the critical path, the baselines the longest job beside it; the test inversion
 # (needed only by predict_oneshot and evaluate) fills the gaps.
 CRITICAL_PATH = 2
 LONG_BRANCH_PRIORITY = 1
-
-
-include: "rules/common.smk"  # section(): the params a rule reads
 
 
 rule all:
@@ -59,7 +62,7 @@ rule dataset:
         f"{LOGS}/dataset.log",
     benchmark:
         f"{BENCH}/dataset.tsv"
-    threads: workflow.cores  # runs alone, first: render with every core
+    threads: CORES  # runs alone, first: render with every core
     resources:
         mem_mb=2000,
         runtime=30,
@@ -379,7 +382,7 @@ rule evaluate:
         f"{LOGS}/evaluate.log",
     benchmark:
         f"{BENCH}/evaluate.tsv"
-    threads: workflow.cores
+    threads: CORES
     resources:
         mem_mb=4000,
         runtime=30,
@@ -459,7 +462,11 @@ except ImportError as error:  # partseg not installed in this environment: nothi
           "are not kept in step", file=sys.stderr)
 
 if dvc_sync is not None:
+    dvc_sync.stop_if_dvc_is_running(workflow)
     dvc_sync.adopt_dvc_builds(workflow)
+
+# A killed job's output is gone while the results made from it remain: rebuild it.
+rebuild_missing_intermediates()
 
 
 onsuccess:

@@ -1,11 +1,36 @@
 # Helpers of the Snakefile's rules (Snakemake keeps functions apart from rules).
 
+import os
 import sys
 
 # The library is importable from this checkout even where it is not installed.
-sys.path.insert(0, str(workflow.basedir) + "/src")
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from partseg.code_deps import stage_code  # a rule's code= inputs: its module's import closure
+from partseg.errors import PartsegError
+
+
+def total_cores():
+    """--cores, or 1 for the commands that take none (`snakemake --unlock`, `--lint`,
+    `--list-rules`): they run no job, but the rules' thread counts are still read."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+def check_params_or_stop():
+    """Stop at load, before any job starts or any output is removed, when params.yaml is bad:
+    the one line `partseg check` prints, exit status 2."""
+    from partseg.check import check_before_running
+
+    try:
+        check_before_running("params.yaml")
+    except PartsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def section(*keys):
@@ -30,3 +55,36 @@ def default_section(name):
     from partseg.params import Params
 
     return dataclasses.asdict(Params())[name]
+
+
+def rebuild_missing_intermediates():
+    """Rebuild a missing output that results still present were made from.
+
+    Snakemake reruns a job whose output is missing only when something downstream must run
+    (that is how temp() files stay deleted). So when a job is killed, Snakemake deletes its
+    output, and a later run finds the results made from it present and plans nothing: the
+    hole stays. Here, as the Snakefile loads, a rule whose outputs are present while one of
+    its inputs is missing (and some rule makes that input) has its outputs dated back to
+    1970: they are older than their inputs, so Snakemake reruns the rule, and first the job
+    that makes the missing input. Only the timestamps change, never a file's content.
+    """
+    for rule in workflow.rules:
+        if rule.has_wildcards() or not rule.output:
+            continue
+        if not all(os.path.exists(path) for path in rule.output):
+            continue  # Snakemake reruns this rule itself
+        missing = [str(path) for path in rule.input if not os.path.exists(path)
+                   and any(other.is_producer(str(path)) for other in workflow.rules)]
+        if missing:
+            print(f"partseg: {' '.join(missing)} is missing (a killed job?); rebuilding it "
+                  f"and rule {rule.name}, which used it", file=sys.stderr)
+            for path in map(str, rule.output):
+                mark_out_of_date(path)
+
+
+def mark_out_of_date(path):
+    """Date an output (and Snakemake's timestamp file in an output folder) back to 1970."""
+    stamp = os.path.join(path, ".snakemake_timestamp")
+    for name in (stamp, path) if os.path.isdir(path) else (path,):
+        if os.path.exists(name):
+            os.utime(name, (1, 1))  # 0 would read as "no time" to Snakemake

@@ -4,10 +4,9 @@ Each module parses its paths, loads its params section, calls the library (src/p
 writes its outputs atomically. The Snakefile and dvc.yaml run the same commands.
 """
 
-import importlib.util
 import sys
 from pathlib import Path
 
-# Under `snakemake --use-conda` the package may not be installed: use this checkout's src/.
-if importlib.util.find_spec("partseg") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+# A stage runs the library of the checkout it belongs to, whatever partseg is installed (or
+# none, under `snakemake --use-conda`): that is the code its cache tracks (partseg.code_deps).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))

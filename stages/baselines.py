@@ -18,7 +18,7 @@ from pathlib import Path
 
 from partseg.errors import PartsegError
 from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def train_one(name: str, count: int, images, masks, classes: list[str], resolution: int,
@@ -78,7 +78,8 @@ def build(args, params):
                 "batch_size": autoshot.batch_size, "batch_size_few": options.batch_size_few,
                 "lr": autoshot.lr, "weight_decay": autoshot.weight_decay,
                 "class_balance_power": options.class_balance_power, "seed": options.seed}
-    snapshots, resolution = Path(args.snapshots), params.data.resolution
+    snapshots = snapshot_folder(args.snapshots, "baselines", [args.dataset])
+    resolution = params.data.resolution
     threads = args.threads if args.threads > 0 else _cpu_count()
     workers = workers_for(threads, len(runs), resolve_device().type)
     with atomic_dir(args.out) as tmp:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from partseg.io import atomic_dir, file_sha256, save_json, save_yaml
 from partseg.params import as_dict
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def train_new(options, resolution: int, classes: list[str], out: Path, snapshots: Path, threads: int):
@@ -73,7 +73,8 @@ def build(args, params):
         if options.checkpoint:
             record = adopt(options.checkpoint, classes, resolution, tmp)
         else:
-            record = train_new(options, resolution, classes, tmp, Path(args.snapshots),
+            snapshots = snapshot_folder(args.snapshots, "train_annotator", [args.dataset])
+            record = train_new(options, resolution, classes, tmp, snapshots,
                                torch.get_num_threads())
         images, masks, _ = load_split_arrays(args.dataset, "test")
         scores = score_on_split(load_segmenter(tmp / "annotator.pt"), images, masks, classes)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def load_shards(synthesize_dir: Path, shards: list[int]) -> tuple[list, list]:
@@ -41,6 +41,9 @@ def build(args, params):
     images, logits = load_shards(Path(args.shards), params.synthesize.shards)
     classes = load_classes(args.dataset)
 
+    shard_dirs = [Path(args.shards) / f"shard_{shard}" for shard in params.synthesize.shards]
+    snapshots = snapshot_folder(args.snapshots, "train_autoshot", [*shard_dirs, args.dataset])
+
     def train(log_path):
         return train_segmenter(
             images, logits, num_classes=len(classes), target_kind="soft",
@@ -48,7 +51,7 @@ def build(args, params):
             steps=options.steps, batch_size=options.batch_size, lr=options.lr,
             weight_decay=options.weight_decay, class_balance_power=options.class_balance_power,
             seed=options.seed, device=resolve_device(),
-            log_path=log_path, snapshot_dir=Path(args.snapshots))
+            log_path=log_path, snapshot_dir=snapshots)
 
     if not current().is_main:  # the other ranks train; rank 0 writes what they trained
         train(None)

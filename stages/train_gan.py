@@ -12,7 +12,7 @@ from pathlib import Path
 
 from partseg.io import atomic_dir, save_yaml
 from partseg.params import as_dict
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 RECORD_FILE = "record.yaml"  # beside a generator this project trained and ships
@@ -88,7 +88,8 @@ def train(args, params, out_dir: Path) -> None:
     settings = as_dict(params.train_gan)
     settings.pop("checkpoint")
     data = ImageFolderData.from_dataset(args.dataset, "train", params.data.resolution)
-    train_gan(data=data, out_dir=out_dir, snapshot_dir=Path(args.snapshots),
+    snapshots = snapshot_folder(args.snapshots, "train_gan", [args.dataset])
+    train_gan(data=data, out_dir=out_dir, snapshot_dir=snapshots,
               size=params.data.resolution, device=resolve_device(), **settings)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from partseg.errors import PartsegError
 from partseg.io import atomic_dir, save_json, save_png, save_yaml
-from partseg.stage import log, run_stage, stage_parser
+from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 RECORD_FILE = "record.yaml"
 PSNR_IMAGES = 50
@@ -83,10 +83,11 @@ def train(args, gan_config: dict, params, out: Path):
     section = {k: v for k, v in as_dict(params.train_vae).items() if k != "checkpoint"}
     options = training_options(gan_config, **section)
     images, _, _ = load_split_arrays(args.dataset, "train")
-    train_vae(images, args.snapshots, options)
+    snapshots = snapshot_folder(args.snapshots, "train_vae", [args.dataset])
+    train_vae(images, snapshots, options)
     trained_on = {"source": params.data.source, "resolution": params.data.resolution,
                   "seed": params.dataset.seed}
-    ship(args.snapshots, out, "python -m stages.train_vae (train_vae.checkpoint: null)",
+    ship(snapshots, out, "python -m stages.train_vae (train_vae.checkpoint: null)",
          {"trained_on": trained_on})
     (out / "samples.png").unlink(missing_ok=True)  # reconstructions.png below shows test images
     return load_vae(out / "vae.pt")

@@ -6,9 +6,9 @@ either tool. Proved in both orders, each in its own temporary copy of the reposi
 
 - snakemake first: `snakemake --cores all` builds; then `dvc status` is up to date and `dvc repro`
   runs nothing; a few-shot param change is rebuilt by `dvc repro` (exactly its dependants) and
-  `dvc metrics diff` names the metrics that changed; then `snakemake -n` has nothing to do; an
+  `dvc metrics diff` names the metrics that changed; then `snakemake` runs nothing; an
   auto-shot param change is rebuilt by snakemake (exactly its dependants) and DVC agrees.
-- dvc first: `dvc repro` builds; then `snakemake -n` has nothing to do; a param change is
+- dvc first: `dvc repro` builds; then `snakemake` runs nothing; a param change is
   rebuilt by snakemake (exactly its dependants) and DVC agrees.
 
 How a plan is read: Snakemake's dry run lists every job it would run. DVC's dry run cannot see
@@ -166,7 +166,9 @@ def test_snakemake_first_builds_everything_and_dvc_agrees(tmp_path_factory):
     assert any(key.startswith("test.autoshot.") for key in named), named
     assert not any(key.startswith("test.unet_k1.") for key in named), named
 
-    # DVC built last: Snakemake adopts it, and then sees the next change exactly.
+    # DVC built last: Snakemake's first real run adopts it (runs nothing), and then sees the
+    # next change exactly.
+    assert snakemake_build(project) == set()
     assert snakemake_plan(project) == set()
     set_param(project, "train_autoshot", "steps", 6)
     assert dvc_changed(project) == {"train_autoshot", "report"}
@@ -179,7 +181,11 @@ def test_snakemake_first_builds_everything_and_dvc_agrees(tmp_path_factory):
 def test_dvc_first_builds_everything_and_snakemake_agrees(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("dvc_first"))
     assert dvc_repro(project) == ALL_STAGES
-    assert snakemake_plan(project) == set()  # adopted: no rerun, no missing metadata
+    # A dry run neither records DVC's builds nor takes the lock: it says so.
+    plan = run(["snakemake", "-n", "--cores", "1"], project)
+    assert "has builds Snakemake has not recorded yet" in plan.stderr
+    assert snakemake_build(project) == set()  # adopted: no rerun
+    assert snakemake_plan(project) == set()  # and no missing metadata
     assert dvc_changed(project) == set()  # adopting changed nothing DVC sees
 
     set_param(project, "train_autoshot", "steps", 6)

@@ -16,7 +16,7 @@ rule partitions:
         f"{LOGS}/partitions.log",
     benchmark:
         f"{BENCH}/partitions.tsv"
-    threads: workflow.cores
+    threads: CORES
     resources:
         mem_mb=2000,
         runtime=30,

@@ -15,7 +15,7 @@ rule protocols:
         f"{LOGS}/protocols.log",
     benchmark:
         f"{BENCH}/protocols.tsv"
-    threads: workflow.cores
+    threads: CORES
     resources:
         mem_mb=2000,
         runtime=30,

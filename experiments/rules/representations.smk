@@ -46,7 +46,7 @@ rule representations:
         f"{LOGS}/representations.log",
     benchmark:
         f"{BENCH}/representations.tsv"
-    threads: workflow.cores
+    threads: CORES
     resources:
         mem_mb=3000,
         runtime=60,

@@ -39,7 +39,7 @@ rule video:
         f"{LOGS}/video.log",
     benchmark:
         f"{BENCH}/video.tsv"
-    threads: workflow.cores
+    threads: CORES
     resources:
         mem_mb=2000,
         runtime=30,

@@ -26,6 +26,21 @@ def check_checkpoints(params) -> None:
                                f"name an existing checkpoint, or null to train one")
 
 
+def check_before_running(params_path: str | Path = "params.yaml"):
+    """What the pipeline checks as it loads, before any job starts or any output is removed
+    (the Snakefile calls it): params.yaml is valid, its checkpoints and its data folder exist.
+    The folder's images are checked by `partseg check` and the dataset stage (too slow here)."""
+    from partseg.params import load_params
+
+    params = load_params(params_path)
+    check_checkpoints(params)
+    if params.data.source == "folder" and not Path(params.data.path).is_dir():
+        raise PartsegError(f"params key data.path: {params.data.path} is not a folder "
+                           f"(from {Path.cwd()}); name your dataset folder (see README, "
+                           "'Your own data')")
+    return params
+
+
 def check_folder_splits(params, root: str | Path) -> None:
     """The splits evaluate/invert_test name exist in the folder dataset (the standard names may
     be absent: those stages skip them with a note)."""

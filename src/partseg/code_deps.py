@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = {"partseg": ROOT / "src", "stages": ROOT}
 
 
+@lru_cache(maxsize=None)
 def module_file(module: str) -> Path | None:
     """The file of a project module (`partseg.gan.train` -> src/partseg/gan/train.py), or None
     when `module` is not the project's or does not exist."""
@@ -85,7 +86,8 @@ def _exports(package: str) -> dict[str, str]:
     return {}
 
 
-def imported_modules(module: str) -> set[str]:
+@lru_cache(maxsize=None)
+def imported_modules(module: str) -> frozenset[str]:
     """The project modules one module imports directly (anywhere in its source)."""
     path = module_file(module)
     if path is None:
@@ -102,7 +104,7 @@ def imported_modules(module: str) -> set[str]:
                     found.add(f"{base}.{alias.name}")  # a submodule
                 elif alias.name in _exports(base):
                     found.add(_exports(base)[alias.name])  # a lazily exported name
-    return {name for name in found if module_file(name) is not None}
+    return frozenset(name for name in found if module_file(name) is not None)
 
 
 @lru_cache(maxsize=None)

@@ -204,17 +204,71 @@ def _rules_to_adopt(locked: dict, agreed: dict, changed: set[str]) -> dict[str, 
     return {rule: outs for rule, outs in rules.items() if rule in new and rule not in stale and outs}
 
 
+def is_dry_run(workflow) -> bool:
+    settings = getattr(workflow, "output_settings", None)
+    return bool(getattr(settings, "dryrun", False))
+
+
 def adopt_dvc_builds(workflow) -> None:
     """From the Snakefile as it loads: give Snakemake the metadata of what `dvc repro` built.
 
     Only in the main Snakemake process (not in the per-job processes of cluster runs), and
-    only for a DVC project whose dvc.lock changed since the two tools last agreed.
+    only for a DVC project whose dvc.lock changed since the two tools last agreed. Never in a
+    dry run: a plan must not write records or take Snakemake's lock (two dry runs at once
+    would clash); it says instead that the next real run records DVC's builds first.
     """
     mode = getattr(getattr(workflow, "exec_mode", None), "name", "DEFAULT")
     if os.environ.get(NESTED) or mode != "DEFAULT":
         return
     for project in PROJECTS:
-        _adopt_project(workflow, project)
+        if is_dry_run(workflow):
+            _note_pending_adoption(project)
+        else:
+            _adopt_project(workflow, project)
+
+
+def _note_pending_adoption(project: DvcProject) -> None:
+    locked = _locked_stages(project.lock)
+    if locked and locked != _locked_stages(project.agreed):
+        new = sorted(name for name, entry in locked.items()
+                     if _locked_stages(project.agreed).get(name) != entry)
+        _info(f"{project.lock} has builds Snakemake has not recorded yet ({' '.join(new)}); "
+              "this dry run may list them, but a real run records what DVC proves up to date "
+              "first and runs only the rest")
+
+
+# ---- One tool at a time ------------------------------------------------------------------
+
+def dvc_is_running() -> Path | None:
+    """The lock file of a DVC project that a running `dvc` command holds, else None.
+
+    DVC takes `.dvc/tmp/lock` (zc.lockfile, an fcntl lock) for the whole of `dvc repro`;
+    trying to take it tells whether one is running, without waiting.
+    """
+    import zc.lockfile
+
+    for project in PROJECTS:
+        path = project.root / ".dvc" / "tmp" / "lock"
+        if not path.is_file():
+            continue
+        try:
+            zc.lockfile.LockFile(str(path)).close()
+        except zc.lockfile.LockError:
+            return path
+    return None
+
+
+def stop_if_dvc_is_running(workflow) -> None:
+    """From the Snakefile as it loads (real runs): refuse to start while `dvc repro` runs in
+    the same folder: both would write the same outputs."""
+    if os.environ.get(NESTED) or is_dry_run(workflow):
+        return
+    held = dvc_is_running()
+    if held is not None:
+        print(f"error: DVC is running in this folder ({held} is held, e.g. by `dvc repro`); "
+              "wait for it to finish, then run this command again", file=sys.stderr)
+        raise SystemExit(2)
+
 
 
 def _adopt_project(workflow, project: DvcProject) -> None:

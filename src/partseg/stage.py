@@ -50,6 +50,48 @@ def available_splits(dataset_dir, splits: list[str], stage: str) -> list[str]:
     return present
 
 
+def inputs_digest(paths) -> str:
+    """A hash of the contents of files and folders (every file below, with its relative path):
+    what a trainer's snapshot was made from."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha1()
+    for root in map(Path, paths):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            digest.update(f"{path.relative_to(root.parent)}\0".encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def snapshot_folder(snapshots, stage: str, inputs) -> "Path":
+    """The folder of `stage`'s training snapshots for these inputs and this code.
+
+    A trainer resumes only a snapshot of the same run: its own fingerprint covers its options,
+    and this folder, `<snapshots>/inputs-<hash of the stage's code and of its inputs' contents>`,
+    covers the rest, so new data or edited code trains afresh instead of resuming a model made
+    from something else. Folders of other inputs are deleted (they cannot be resumed any more
+    unless the inputs come back, and training snapshots are large).
+    """
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    from partseg.code_deps import code_fingerprint
+
+    key = hashlib.sha1(f"{code_fingerprint(stage)} {inputs_digest(inputs)}".encode()).hexdigest()
+    folder = Path(snapshots) / f"inputs-{key[:16]}"
+    if Path(snapshots).is_dir():
+        for other in Path(snapshots).iterdir():
+            if other != folder and other.is_dir() and other.name.startswith("inputs-"):
+                shutil.rmtree(other, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def default_processes() -> int:
     """Training processes of a data-parallel stage: $PARTSEG_PROCESSES, else $PARTSEG_GPUS
     (one process per GPU), else 1."""
@@ -62,6 +104,23 @@ def default_processes() -> int:
                 raise PartsegError(f"{variable}={value!r}: expected a whole number of processes")
             return max(1, int(value))
     return 1
+
+
+def refuse_beside_snakemake() -> None:
+    """Under `dvc repro` (DVC sets DVC_STAGE), refuse to run while Snakemake runs jobs in this
+    folder: both would write the same outputs."""
+    from pathlib import Path
+
+    from partseg.errors import PartsegError
+
+    if os.environ.get("DVC_STAGE"):
+        # Snakemake holds these files while it runs jobs (the stage runs in its folder).
+        locks = sorted(Path(".snakemake", "locks").glob("*.lock"))
+        if locks:
+            held = locks[0]
+            raise PartsegError(f"Snakemake is running in this folder ({held}); wait for it to "
+                               "finish, then run `dvc repro` again (if it crashed: "
+                               "`snakemake --unlock`)")
 
 
 def run_stage(name: str, parser: argparse.ArgumentParser,
@@ -80,6 +139,7 @@ def run_stage(name: str, parser: argparse.ArgumentParser,
                                 help="data-parallel training processes (torchrun; default "
                                      "$PARTSEG_PROCESSES or $PARTSEG_GPUS or 1)")
         args = parser.parse_args()
+        refuse_beside_snakemake()
         if distributed:
             from partseg import distributed as ranks
 

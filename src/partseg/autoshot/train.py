@@ -349,7 +349,9 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
     optimizer = _adam(model, lr, weight_decay, device)
     history: list[dict] = []
     start = _resume(snapshot_dir, fingerprint, model, optimizer, history)
-    if start >= steps:
+    if start >= steps:  # resumed a finished run: its outputs, log included, are written again
+        if log_path is not None and ranks.is_main:
+            _write_history(history, log_path)
         return model.eval(), history
 
     sampler = BatchSampler(len(image_stack), batch_size, seed)

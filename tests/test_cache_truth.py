@@ -1,0 +1,214 @@
+"""The cache tells the truth, under Snakemake and DVC, on tests/tiny_params.yaml.
+
+- A library edit reruns exactly the stages whose imports reach the edited file (and what
+  depends on them), under both tools.
+- An upstream change retrains the auto-shot UNet from scratch, never from the old snapshot.
+- A SIGKILL during a training stage or during `synthesize`, then the plain command, gives the
+  same outputs as an uninterrupted run.
+- A bad params value or a missing data folder stops both tools before anything is deleted.
+- Resuming at the final step still writes the training log; `snakemake --unlock` works; the
+  two tools refuse to run at the same time in one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test_pipeline import (copy_project, dvc_changed, git_commit, run, set_param,
+                           snakemake_build, snakemake_plan)
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PARTSEG_DEVICE": "cpu"}
+AFTER_SYNTHESIZE = {"synthesize@0", "synthesize@1", "train_autoshot", "evaluate", "report"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny project built once by Snakemake (and recorded in dvc.lock)."""
+    project = copy_project(tmp_path_factory.mktemp("cache_truth"))
+    snakemake_build(project)
+    git_commit(project, "built")
+    return project
+
+
+def attempt(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run a command that may fail; its result."""
+    return subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+def tree_digest(folder: Path) -> str:
+    """A hash of every file below `folder` (names and bytes)."""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def results_digest(project: Path) -> dict[str, str]:
+    return {p.name: tree_digest(p) for p in sorted((project / "results").iterdir())
+            if p.is_dir() and p.name not in ("logs", "benchmarks")}
+
+
+def append_comment(project: Path, relative: str) -> None:
+    with open(project / relative, "a") as handle:
+        handle.write("\n# an edit\n")
+
+
+def restore(project: Path, *relative: str) -> None:
+    run(["git", "checkout", "--", *relative], project)
+
+
+def test_a_library_edit_reruns_exactly_its_importers_under_both_tools(project):
+    # autoshot/synthesize.py is run by the synthesize stage only (not by the baselines or the
+    # annotator, which use autoshot/train.py).
+    append_comment(project, "src/partseg/autoshot/synthesize.py")
+    assert snakemake_plan(project) == AFTER_SYNTHESIZE
+    assert dvc_changed(project) == {"synthesize@0", "synthesize@1"}
+    restore(project, "src/partseg/autoshot/synthesize.py")
+    # gan/sampling.py: every stage that loads or samples the generator.
+    append_comment(project, "src/partseg/gan/sampling.py")
+    plan = snakemake_plan(project)
+    assert {"train_gan", "sample", "annotate", "synthesize@0"} <= plan
+    assert not {"dataset", "baselines", "train_annotator"} & plan
+    restore(project, "src/partseg/gan/sampling.py")
+    # report.py: the report alone.
+    append_comment(project, "src/partseg/report.py")
+    assert snakemake_plan(project) == {"report"}
+    assert dvc_changed(project) == {"report"}
+    restore(project, "src/partseg/report.py")
+    snakemake_build(project)  # the restored files are newer than the outputs: rebuilt once
+    assert snakemake_plan(project) == set()
+
+
+def test_an_upstream_change_retrains_the_unet_from_scratch(project):
+    snapshots = project / "checkpoints/train_autoshot"
+    old = {p.name for p in snapshots.iterdir()}
+    set_param(project, "synthesize", "seed", 7)  # new synthetic data, same UNet options
+    ran = snakemake_build(project)
+    assert {"synthesize@0", "train_autoshot"} <= ran
+    log = (project / "results/logs/train_autoshot.log").read_text()
+    assert "resuming" not in log, log
+    new = {p.name for p in snapshots.iterdir()}
+    assert len(new) == 1 and new != old  # keyed by the inputs; the old key's folder is gone
+    # Resuming a finished run (0 steps to train) still writes the log and the model.
+    run(["snakemake", "--cores", "1", "--forcerun", "train_autoshot"], project)
+    assert "resuming at step" in (project / "results/logs/train_autoshot.log").read_text()
+    assert (project / "results/train_autoshot/training_log.tsv").stat().st_size > 0
+    assert (project / "results/train_autoshot/model.pt").is_file()
+    git_commit(project, "seed 7")
+
+
+def kill_when_running(command: list[str], project: Path, module: str, after: float) -> None:
+    """Start `command`; SIGKILL the `python -m <module>` process it starts once it has run
+    `after` seconds (as the OOM killer would); wait for the command to stop."""
+    process = subprocess.Popen(command, cwd=project, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline, started = time.time() + 300, None
+    while time.time() < deadline and process.poll() is None:
+        stages = stage_processes(module, project)
+        if stages:
+            started = started or time.time()
+            if time.time() - started >= after:
+                for stage in stages:
+                    stage.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    process.wait(timeout=300)
+    assert started is not None, f"{module} never started"
+    assert process.returncode != 0  # Snakemake saw the job fail
+
+
+def stage_processes(module: str, project: Path) -> list:
+    """The running `python -m <module>` processes of `project`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        command, cwd = process.info["cmdline"] or [], process.info["cwd"]
+        if module in command and cwd and Path(cwd).resolve() == project.resolve():
+            found.append(process)
+    return found
+
+
+def model_weights(project: Path) -> dict:
+    return torch.load(project / "results/train_autoshot/model.pt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("module", ["stages.train_autoshot", "stages.synthesize"])
+def test_a_kill_then_the_plain_command_gives_an_uninterrupted_runs_outputs(project, module):
+    set_param(project, "train_autoshot", "steps", 1500)  # long enough to be killed in the loop
+    kill_when_running(["snakemake", "--cores", "1"], project, module, after=1.0)
+    snakemake_build(project)  # the plain command fills the hole
+    assert snakemake_plan(project) == set()
+    assert dvc_changed(project) == set()
+    shard, weights = tree_digest(project / "results/synthesize/shard_0"), model_weights(project)
+    # The uninterrupted run of the same params: the killed stage and what follows, from scratch.
+    rule = module.split(".")[1]
+    run(["rm", "-rf", "checkpoints/train_autoshot"], project)
+    run(["snakemake", "--cores", "1", "--forcerun", rule], project)
+    assert tree_digest(project / "results/synthesize/shard_0") == shard
+    again = model_weights(project)
+    assert weights.keys() == again.keys()
+    for name in weights:
+        assert torch.allclose(weights[name].float(), again[name].float(), atol=1e-5), name
+    git_commit(project, f"after a kill in {rule}")
+
+
+def test_a_bad_params_value_stops_both_tools_and_deletes_nothing(project):
+    before = results_digest(project)
+    set_param(project, "train_autoshot", "steps", "1500")  # a string
+    for command in (["snakemake", "-n", "--cores", "1"],
+                    ["snakemake", "--cores", "1", "results/train_autoshot"]):
+        result = attempt(command, project)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "train_autoshot.steps: expected an integer" in result.stderr
+        assert "Traceback" not in result.stderr
+    result = attempt(["dvc", "repro", "train_autoshot"], project)
+    assert result.returncode != 0
+    assert "train_autoshot.steps: expected an integer" in result.stdout + result.stderr
+    assert results_digest(project) == before
+    restore(project, "params.yaml")
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"].update(source="folder", path="data/no_such_folder")
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = attempt(["snakemake", "-n", "--cores", "1"], project)
+    assert result.returncode == 2
+    assert "data.path: data/no_such_folder is not a folder" in result.stderr
+    restore(project, "params.yaml")
+    assert results_digest(project) == before
+
+
+def test_unlock_works_and_the_two_tools_never_run_at_once(project):
+    result = attempt(["snakemake", "--unlock"], project)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # DVC running (its repository lock held): Snakemake refuses to start.
+    import zc.lockfile
+
+    (project / ".dvc/tmp").mkdir(exist_ok=True)
+    held = zc.lockfile.LockFile(str(project / ".dvc/tmp/lock"))
+    try:
+        result = attempt(["snakemake", "--cores", "1", "--forcerun", "report"], project)
+    finally:
+        held.close()
+    assert result.returncode == 2 and "DVC is running in this folder" in result.stderr
+    # Snakemake running (its lock files present): a stage run by `dvc repro` refuses.
+    locks = project / ".snakemake/locks"
+    locks.mkdir(exist_ok=True)
+    (locks / "0.input.lock").write_text("x")
+    try:
+        result = attempt(["dvc", "repro", "--force", "report"], project)
+    finally:
+        (locks / "0.input.lock").unlink()
+    assert result.returncode != 0
+    assert "Snakemake is running in this folder" in result.stdout + result.stderr
+    assert (project / "results/report/report.md").is_file()
