@@ -472,3 +472,8 @@ rebuild_missing_intermediates()
 onsuccess:
     if dvc_sync is not None:
         dvc_sync.record_snakemake_run_in_dvc(workflow)
+
+
+onerror:
+    if dvc_sync is not None:
+        dvc_sync.record_snakemake_run_in_dvc(workflow, failed=True)

@@ -146,6 +146,8 @@ def test_snakefile_keeps_dvc_in_step():
     assert "dvc_sync.adopt_dvc_builds(workflow)" in text
     onsuccess = text[text.index("\nonsuccess:"):]
     assert "dvc_sync.record_snakemake_run_in_dvc(workflow)" in onsuccess
+    onerror = text[text.index("\nonerror:"):]
+    assert "dvc_sync.record_snakemake_run_in_dvc(workflow, failed=True)" in onerror
 
 
 def test_only_stages_dvc_built_and_proves_up_to_date_are_adopted():

@@ -149,15 +149,19 @@ def _stage_name(job) -> str:
 
 # ---- 1. Snakemake built: record it in dvc.lock --------------------------------------------
 
-def record_snakemake_run_in_dvc(workflow) -> None:
+def record_snakemake_run_in_dvc(workflow, failed: bool = False) -> None:
     """From the Snakefile's onsuccess: in each DVC project, `dvc commit -f` the stages this run
-    executed (and any stage of the run's DAG that its dvc.lock lacks). Warns instead of failing."""
+    executed (and any stage of the run's DAG that its dvc.lock lacks). From onerror
+    (failed=True): the stages whose jobs finished before the failure, so that the next run,
+    which does not run them again, leaves DVC knowing them too. Warns instead of failing."""
     if os.environ.get(NESTED):
         return
     try:
         dag = workflow.dag
         executed = set(dag.needrun_jobs(exclude_finished=False))
-        jobs = [(job, job in executed) for job in dag.jobs]
+        if failed:
+            executed &= set(dag.finished_jobs)
+        jobs = [(job, job in executed) for job in dag.jobs if not failed or job in executed]
     except Exception as error:  # never fail a finished run over bookkeeping
         _warn(f"could not list the jobs of this run for DVC ({error!r}); "
               "run `dvc commit -f` to record them")
