@@ -107,23 +107,23 @@ def test_an_upstream_change_retrains_the_unet_from_scratch(project):
     git_commit(project, "seed 7")
 
 
-def kill_when_running(command: list[str], project: Path, module: str, after: float) -> None:
-    """Start `command`; SIGKILL the `python -m <module>` process it starts once it has run
-    `after` seconds (as the OOM killer would); wait for the command to stop."""
+def kill_when_running(command: list[str], project: Path, module: str, out: str) -> None:
+    """Start `command`; once the `python -m <module>` process it starts has begun writing `out`
+    (its `<out>.tmp` folder exists), SIGKILL that process, as the OOM killer would; wait for the
+    command to stop."""
     process = subprocess.Popen(command, cwd=project, env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline, started = time.time() + 300, None
-    while time.time() < deadline and process.poll() is None:
+    deadline, killed = time.time() + 300, False
+    while time.time() < deadline and process.poll() is None and not killed:
         stages = stage_processes(module, project)
-        if stages:
-            started = started or time.time()
-            if time.time() - started >= after:
-                for stage in stages:
-                    stage.send_signal(signal.SIGKILL)
-                break
+        if stages and (project / f"{out}.tmp").is_dir():
+            time.sleep(0.5)  # into the work
+            for stage in stages:
+                stage.send_signal(signal.SIGKILL)
+            killed = True
         time.sleep(0.05)
     process.wait(timeout=300)
-    assert started is not None, f"{module} never started"
+    assert killed, f"{module} was not seen writing {out}"
     assert process.returncode != 0  # Snakemake saw the job fail
 
 
@@ -150,13 +150,17 @@ def model_weights(project: Path) -> dict:
     return torch.load(project / "results/train_autoshot/model.pt", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("module, seed", [("stages.train_autoshot", 21), ("stages.synthesize", 22)])
-def test_a_kill_then_the_plain_command_gives_an_uninterrupted_runs_outputs(project, module, seed):
+@pytest.mark.parametrize("module, out, seed", [
+    ("stages.train_autoshot", "results/train_autoshot", 21),
+    ("stages.synthesize", "results/synthesize/shard_0", 22),
+])
+def test_a_kill_then_the_plain_command_gives_an_uninterrupted_runs_outputs(project, module, out,
+                                                                           seed):
     # New work for both stages, long enough to be killed in the middle of it.
     set_param(project, "synthesize", "seed", seed)
-    set_param(project, "synthesize", "images_per_shard", 600)
-    set_param(project, "train_autoshot", "steps", 1500)
-    kill_when_running(["snakemake", "--cores", "1"], project, module, after=1.0)
+    set_param(project, "synthesize", "images_per_shard", 200)
+    set_param(project, "train_autoshot", "steps", 600)
+    kill_when_running(["snakemake", "--cores", "1"], project, module, out)
     snakemake_build(project)  # the plain command fills the hole
     assert snakemake_plan(project) == set()
     assert dvc_changed(project) == set()

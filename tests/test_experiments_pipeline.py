@@ -53,6 +53,9 @@ def test_experiments_build_under_snakemake_and_dvc_agrees(tmp_path_factory):
     set_param(project, "protocols", "names", ["face4"])
     assert dvc_changed(experiments) == {"protocols"}
     assert dvc_repro(experiments) == {"protocols", "experiments_report"}
-    # ... and Snakemake adopts DVC's build: nothing to do, no stage of the default run either.
+    # ... and Snakemake's next run adopts DVC's build: it runs nothing, no stage of the
+    # default run either, and a dry run afterwards has nothing to do.
+    adopted = run(["snakemake", "--cores", "1", "experiments"], project)
+    assert jobs_in_log(adopted.stdout + adopted.stderr) == set(), adopted.stderr[-2000:]
     plan = run(["snakemake", "-n", "--cores", "1", "experiments"], project)
     assert jobs_in_log(plan.stdout + plan.stderr) == set(), plan.stdout[-2000:]
