@@ -9,22 +9,15 @@ at the feature resolution (nearest neighbour) for train_fewshot.
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from partseg.io import atomic_dir, read_mask
 from partseg.stage import log, run_stage, stage_parser
 
 
-def resize_masks(masks: list[np.ndarray], resolution: int) -> np.ndarray:
-    """Nearest-neighbour resize of label masks (labels must never be interpolated)."""
-    stacked = torch.from_numpy(np.stack(masks)).unsqueeze(1).float()
-    resized = torch.nn.functional.interpolate(stacked, size=(resolution, resolution), mode="nearest")
-    return resized.squeeze(1).to(torch.uint8).numpy()
-
-
 def build(args, params):
     from partseg.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
+    from partseg.features.extract import resize_masks
     from partseg.gan import load_generator
     from partseg.io import load_json, load_weights
     from partseg.params import as_dict

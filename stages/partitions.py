@@ -319,7 +319,7 @@ def predictions_picture(images, truth: dict, predicted: dict, classes: dict) -> 
 def choose_shot(dataset_dir: Path, generator_dir: Path, params) -> tuple[dict, list[dict]]:
     """The one inverted shot (partitions.shot), and each candidate's record (auto)."""
     from partseg.data.protocols import split_masks
-    from stages.annotate import inverted_shots
+    from partseg.shots.sources import inverted_shots
 
     options = params.partitions
     if options.shot != "auto":
@@ -342,7 +342,7 @@ def choose_shot(dataset_dir: Path, generator_dir: Path, params) -> tuple[dict, l
 
 def parts_shown(mask: np.ndarray) -> int:
     """Classes (background included) covering at least a 2x2 patch of `mask`."""
-    from stages.annotate import MIN_PART_PIXELS
+    from partseg.shots.choose import MIN_PART_PIXELS
 
     counts = np.bincount(mask[mask != 255].ravel(), minlength=1)
     return int(np.count_nonzero(counts >= MIN_PART_PIXELS))
@@ -392,7 +392,7 @@ def build(args, params):
     from partseg.device import resolve_device
     from partseg.features import FeatureCache
     from partseg.params import as_dict
-    from stages.annotate import labelled_indices
+    from partseg.shots.sources import labelled_indices
 
     names = params.partitions.names
     dataset_dir, inversions = Path(args.dataset), Path(args.inversions) / "test"

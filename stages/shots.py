@@ -23,7 +23,8 @@ from partseg.stage import log, run_stage, stage_parser
 
 def pick_shots(args, params, classes: list[str]) -> tuple[dict, dict]:
     """The max(shots.ks) best candidates, labelled by the simulated annotator."""
-    from stages.annotate import load_candidates, simulated_shots
+    from partseg.shots.choose import load_candidates
+    from partseg.shots.sources import simulated_shots
 
     if params.annotate.source != "simulated":
         raise PartsegError("params key annotate.source: the experiments' shots are labelled by the "
@@ -43,7 +44,7 @@ def cache_features(out: Path, shots: dict, generator_dir: Path, params) -> None:
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.gan import load_generator
     from partseg.params import as_dict
-    from stages.features import resize_masks
+    from partseg.features.extract import resize_masks
 
     device = resolve_device()
     checkpoint = generator_dir / "generator.pt"
@@ -57,7 +58,7 @@ def cache_features(out: Path, shots: dict, generator_dir: Path, params) -> None:
 
 def build(args, params):
     from partseg.data.folder import load_classes
-    from stages.annotate import shots_picture
+    from partseg.visualize import shots_picture
 
     classes = load_classes(Path(args.dataset))
     shots, scores = pick_shots(args, params, classes)

@@ -142,7 +142,7 @@ def test_a_pick_that_names_no_sample_says_which_exist(tmp_path):
 
 def test_auto_pick_ranks_the_mask_that_shows_most_parts_first():
     sys.path.insert(0, str(ROOT))  # `pytest` (unlike `python -m pytest`) does not put it there
-    from stages.annotate import AUTO_PICK_ORDER, coverage_scores, rank
+    from partseg.shots.choose import AUTO_PICK_ORDER, coverage_scores, rank
 
     hair_only = np.zeros((32, 32), np.uint8)
     hair_only[:8] = 2

@@ -61,3 +61,11 @@ def test_snakemake_code_inputs_are_the_closure():
     rules = snakemake_rules()
     for stage in STAGES:
         assert set(code_deps.stage_code(stage)) <= rules[stage]["deps"], stage
+
+
+def test_no_stage_imports_another():
+    """Stages are thin: what two stages share lives in the library."""
+    for stage in STAGES:
+        others = [name for name in code_deps.module_closure(f"stages.{stage}")
+                  if name.startswith("stages.") and name != f"stages.{stage}"]
+        assert not others, f"stages/{stage}.py imports {others}"

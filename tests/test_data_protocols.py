@@ -127,7 +127,7 @@ def test_annotator_labels_are_merged_to_the_protocol(face10_annotator):
 
 
 def test_simulated_annotate_gives_face4_masks(face10_annotator):
-    from stages.annotate import simulated_annotations
+    from partseg.shots.sources import simulated_annotations
 
     _, path = face10_annotator
     images = list(np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))

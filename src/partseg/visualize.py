@@ -219,3 +219,13 @@ def titled_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
     if class_names is not None:
         parts.append(legend(class_names, width=grid.shape[1], size=size))
     return stack_vertical(parts, pad=pad)
+
+
+def shots_picture(shots: dict, classes: list[str]) -> np.ndarray:
+    """The shots and their masks side by side, enlarged, with the legend: what the few-shot
+    network learns from, large enough to judge."""
+    rows = [[image, colorize(mask), overlay(image, mask)]
+            for image, mask in zip(shots["images"], shots["masks"])]
+    upscale = max(1, 256 // shots["images"][0].shape[0])
+    grid = titled_grid(rows, ["shot", "its mask", "overlay"], classes, upscale=upscale)
+    return grid
