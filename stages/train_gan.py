@@ -1,7 +1,7 @@
 """Stage train_gan: train StyleGAN2 on the unlabelled split, or adopt a pretrained one.
 
 With `train_gan.checkpoint: <path>` the pretrained generator (a rosinality/stylegan2-pytorch
-or partseg checkpoint) is validated and re-saved as results/train_gan/generator.pt; nothing
+or partseg checkpoint, or an NVlabs stylegan2-ada / stylegan3-repo .pkl) is validated and re-saved as results/train_gan/generator.pt; nothing
 is trained. Otherwise training resumes from the newest snapshot in --snapshots (kept outside
 the stage's outputs so a crash or a rerun with more steps loses nothing). `--processes N`
 trains data-parallel on N processes (GPUs, or CPU processes with gloo) with the same global

@@ -54,8 +54,9 @@ class DatasetParams:
 @dataclass
 class TrainGanParams:
     checkpoint: str | None = knob("data/pretrained/demo_gan/generator.pt",
-                                  "pretrained generator (rosinality or partseg; the shipped demo "
-                                  "GAN by default); null trains one from scratch")
+                                  "pretrained generator (a rosinality or partseg .pt, or an "
+                                  "NVlabs .pkl; the shipped demo GAN by default); null trains "
+                                  "one from scratch")
     style_dim: int = knob(128, "dimension of z and w", low=8, high=1024)
     n_mlp: int = knob(4, "mapping network layers", low=1, high=8)
     channel_base: int = knob(1024, "channels at resolution r are min(channel_base / r, channel_max)",
