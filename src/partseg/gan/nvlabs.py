@@ -344,12 +344,7 @@ class _Renamer:
 
 def _styled_conv(r: _Renamer, src: str, dst: str, noise_index: int, resolution: int) -> None:
     """SynthesisLayer -> StyledConv (+ its noise buffer); weights only gain a batch axis."""
-    weight = r.tensors.get(f"{src}.weight")
-    if weight is None:
-        raise PartsegError(f"{r.where}: missing tensor {src}.weight; {SUPPORTED}")
-    r.put(f"{dst}.conv.weight", f"{src}.weight", (1, *weight.shape))
-    r.put(f"{dst}.conv.modulation.weight", f"{src}.affine.weight")
-    r.put(f"{dst}.conv.modulation.bias", f"{src}.affine.bias")
+    _modulated_conv(r, src, dst)
     r.put(f"{dst}.activate.bias", f"{src}.bias")
     noise = f"noises.noise_{noise_index}"
     if f"{src}.noise_strength" in r.tensors:
@@ -360,13 +355,18 @@ def _styled_conv(r: _Renamer, src: str, dst: str, noise_index: int, resolution: 
         r.state[noise] = torch.zeros(1, 1, resolution, resolution)
 
 
-def _to_rgb(r: _Renamer, src: str, dst: str) -> None:
+def _modulated_conv(r: _Renamer, src: str, dst: str) -> None:
+    """A layer's conv weight (which gains a batch axis) and its style affine."""
     weight = r.tensors.get(f"{src}.weight")
     if weight is None:
         raise PartsegError(f"{r.where}: missing tensor {src}.weight; {SUPPORTED}")
     r.put(f"{dst}.conv.weight", f"{src}.weight", (1, *weight.shape))
     r.put(f"{dst}.conv.modulation.weight", f"{src}.affine.weight")
     r.put(f"{dst}.conv.modulation.bias", f"{src}.affine.bias")
+
+
+def _to_rgb(r: _Renamer, src: str, dst: str) -> None:
+    _modulated_conv(r, src, dst)
     r.put(f"{dst}.bias", f"{src}.bias", (1, -1, 1, 1))
 
 
