@@ -11,7 +11,7 @@ its own (no temporal smoothing):
 - one-shot, cold (video.cold_baseline): every frame inverted from the mean latent with
   steps_first steps, as invert_test does for still images.
 
-Measured (partseg.video_metrics): per-frame mIoU (classes present in the frame's ground truth
+Measured (partseg.video.metrics): per-frame mIoU (classes present in the frame's ground truth
 or prediction, background included; on frames the person has left, predicting only
 background scores 1.0), its mean over all frames, over frames with the person and over those
 without, the clip-level per-class IoU, and temporal flicker (the fraction of pixels whose
@@ -71,7 +71,7 @@ def oneshot_labels(args, params, frames: np.ndarray, classes: list[str]) -> dict
     """{"oneshot": {...}, "oneshot_cold": {...}}, each {"labels", "psnr", "seconds"}."""
     from partseg.params import as_dict
     from partseg.progress import progress
-    from partseg.video_oneshot import OneShotVideo
+    from partseg.video import OneShotVideo
 
     settings, inversion = params.video, as_dict(params.inversion)
     fewshot_path = Path(args.fewshot) / "model.pt"
@@ -99,7 +99,7 @@ def oneshot_labels(args, params, frames: np.ndarray, classes: list[str]) -> dict
 
 def score(labels: np.ndarray, masks: np.ndarray, classes: list[str]) -> tuple[dict, dict]:
     """(summary numbers, per-frame columns) of one method."""
-    from partseg.video_metrics import clip_confusion, flicker_per_pair, per_frame_miou, \
+    from partseg.video import clip_confusion, flicker_per_pair, per_frame_miou, \
         temporal_flicker
 
     miou = per_frame_miou(labels, masks, len(classes))

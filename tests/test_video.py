@@ -19,8 +19,8 @@ from partseg.data.synthetic import FACE_CLASSES
 from partseg.errors import PartsegError
 from partseg.io import read_mask
 from partseg.params import Params
-from partseg.video import list_frames, open_video, read_video, write_video
-from partseg.video_metrics import flicker_per_pair, per_frame_miou, temporal_flicker
+from partseg.video import (flicker_per_pair, list_frames, open_video, per_frame_miou, read_video,
+                           temporal_flicker, write_video)
 
 COLOURS = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200), (220, 220, 60), (30, 30, 30),
                     (240, 240, 240)], np.uint8)
@@ -302,7 +302,7 @@ def tiny_models(tmp_path_factory):
 
 def test_one_shot_tracking_starts_each_frame_from_the_previous(tiny_models, monkeypatch):
     import partseg.inversion
-    from partseg.video_oneshot import OneShotVideo
+    from partseg.video import OneShotVideo
 
     calls, original = [], partseg.inversion.invert_images
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -100,13 +100,3 @@ class OneShotVideo:
         return {"labels": np.concatenate(labels), "psnr": np.asarray(result["psnr"], float),
                 "seconds": time.perf_counter() - started}
 
-
-def square_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack frames and check they are square (GAN inversion needs square images)."""
-    from partseg.errors import PartsegError
-
-    stacked = np.stack(frames)
-    if stacked.shape[1] != stacked.shape[2]:
-        raise PartsegError(f"one-shot video: frames are {stacked.shape[2]}x{stacked.shape[1]}; "
-                           "GAN inversion needs square frames")
-    return stacked
