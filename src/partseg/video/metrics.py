@@ -10,6 +10,8 @@ Temporal flicker: among the pixels whose ground-truth label is the same in a fra
 next, the fraction whose predicted label changes. Ground truth that does not move should not
 make labels move; a perfect segmenter scores 0, and so does one that is wrong in the same way
 every frame (flicker measures stability, mIoU accuracy). Pooled over all consecutive pairs.
+
+`score_video` gathers both, and the clip-level IoU, into one method's summary.
 """
 
 from __future__ import annotations
@@ -49,6 +51,33 @@ def clip_confusion(labels: np.ndarray, masks: np.ndarray, num_classes: int) -> C
     """One confusion matrix over every pixel of every frame (the clip-level per-class IoU)."""
     _check(labels, masks)
     return ConfusionMatrix(num_classes).update(labels, masks)
+
+
+def score_video(labels: np.ndarray, masks: np.ndarray,
+                classes: list[str]) -> tuple[dict, dict[str, np.ndarray]]:
+    """One method's scores on a clip: (summary, per-frame columns).
+
+    summary: per-frame mIoU averaged over all frames, over the frames with the person (any
+    non-background ground truth) and over those without (None when there are none), the
+    clip-level mIoU, flicker, the fraction of pixels labelled as a part in the frames without
+    the person, and the clip-level IoU per class. Columns: "miou" and "flicker" [N] (flicker of
+    the pair ending at each frame; NaN for frame 0)."""
+    miou = per_frame_miou(labels, masks, len(classes))
+    present = (masks != 0).any(axis=(1, 2))
+    changed, stable = flicker_per_pair(labels, masks)
+    confusion = clip_confusion(labels, masks, len(classes))
+    summary = {
+        "miou_per_frame_mean": float(np.mean(miou)),
+        "miou_with_person": float(np.mean(miou[present])) if present.any() else None,
+        "miou_without_person": float(np.mean(miou[~present])) if (~present).any() else None,
+        "miou_clip": confusion.miou(),
+        "flicker": temporal_flicker(labels, masks),
+        "false_person_pixels_when_gone": float((labels[~present] != 0).mean())
+        if (~present).any() else None,
+        "per_class_iou": dict(zip(classes, map(float, confusion.iou()))),
+    }
+    flicker = np.concatenate([[np.nan], changed / np.maximum(stable, 1)])
+    return summary, {"miou": miou, "flicker": flicker}
 
 
 def _check(labels: np.ndarray, masks: np.ndarray) -> None:
