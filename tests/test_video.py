@@ -199,6 +199,23 @@ def test_per_frame_miou_on_a_frame_without_the_person():
     assert miou[1] == pytest.approx((12 / 16 + 0) / 2)  # background 12/16, class 1 IoU 0
 
 
+def test_video_section_states_the_measured_differences():
+    from partseg.video.report import reading
+
+    auto = {"miou_per_frame_mean": 0.612, "miou_with_person": 0.5, "flicker": 0.02,
+            "false_person_pixels_when_gone": 0.01, "seconds_per_frame": 0.001}
+    warm = {"miou_per_frame_mean": 0.564, "miou_with_person": 0.45, "flicker": 0.03,
+            "false_person_pixels_when_gone": 0.9, "seconds_per_frame": 0.5}
+    text = reading(auto, warm, None)
+    assert "per-frame mIoU is 4.8 points above one-shot's (61.2 against 56.4)" in text
+    assert "flicker is 1.00 points below one-shot's (2.00 % against 3.00 %)" in text
+    # the comparison follows the numbers: swap them and the text turns round
+    assert "4.8 points below" in reading(warm, auto, None)
+    cold = {**warm, "flicker": float("nan")}
+    assert "is the same as the baseline's" in reading(auto, warm, cold)
+    assert "flicker is 3.00 %, the cold baseline's –;" in reading(auto, warm, cold)
+
+
 # ---------------------------------------------------------------------------- segment
 
 @pytest.fixture(scope="module")

@@ -206,7 +206,7 @@ def _compare(what: str, first: str, value, second: str, other, digits: int = 1,
     """"auto-shot's per-frame mIoU is 4.8 points above one-shot's (61.2 against 56.4)": two
     fractions and their difference in percentage points, computed from the printed values
     (`first` and `second` are possessives)."""
-    a, b = _fixed(value, digits) + unit, _fixed(other, digits) + unit
+    a, b = (_fixed(v, digits) + (unit if _known(v) else "") for v in (value, other))
     if not (_known(value) and _known(other)):
         return f"{first} {what} is {a}, {second} {b}"
     difference = round(100 * value, digits) - round(100 * other, digits)
