@@ -176,7 +176,7 @@ def build_representation(name: str, scratch: Path, shots, test_images, args, par
         starts = {"shots": None, "test": None}
         refine = True
     else:  # vae
-        from partseg.vae_train import load_vae
+        from partseg.vae import load_vae
 
         vae, _ = load_vae(Path(args.vae) / "vae.pt")
         G, refine = vae.decoder, params.representations.vae_refine
@@ -323,7 +323,7 @@ def vae_summary(vae_dir: Path) -> dict:
     train_vae keeps the adopted VAE's record under `record`)."""
     import yaml
 
-    from partseg.vae_train import load_vae
+    from partseg.vae import load_vae
 
     _, info = load_vae(vae_dir / "vae.pt")
     record_path = vae_dir / "record.yaml"

@@ -18,9 +18,9 @@ from partseg.features import FeatureExtractor, write_feature_cache
 from partseg.gan import Generator, save_checkpoint
 from partseg.io import save_json, save_png, save_torch
 from partseg.params import parse_params
-from partseg.vae import GeneratorVAE
-from partseg.vae_train import (load_vae, ship, snapshot_steps, step_flops, train_vae,
-                               training_options)
+from partseg.gan.train import snapshot_steps
+from partseg.vae import (GeneratorVAE, load_vae, ship_vae, step_flops, train_vae,
+                         training_options)
 from stages.representations import build, rgbxy_features
 
 TINY = dict(size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16)
@@ -70,7 +70,7 @@ def test_training_lowers_the_loss():
     torch.manual_seed(1)
     with torch.no_grad():
         before = float(state_start.loss(batch)[0])
-    from partseg.vae_train import VAETraining, train_step
+    from partseg.vae.train import VAETraining, train_step
 
     state = VAETraining(tiny_options(steps=15))
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
@@ -111,8 +111,8 @@ def test_snapshots_of_other_options_are_refused(tmp_path):
 
 def test_ship_and_load(tmp_path):
     train_vae(tiny_images(), tmp_path / "snaps", tiny_options(steps=2))
-    record = ship(tmp_path / "snaps", tmp_path / "out", "the command",
-                  {"trained_on": {"source": "synthetic"}}, gan_record=tmp_path / "none.yaml")
+    record = ship_vae(tmp_path / "snaps", tmp_path / "out", "the command",
+                      {"trained_on": {"source": "synthetic"}}, gan_record=tmp_path / "none.yaml")
     assert record["steps"] == 2 and record["command"] == "the command"
     for name in ("vae.pt", "record.yaml", "samples.png", "training_log.tsv", "snapshot.pt"):
         assert (tmp_path / "out" / name).is_file(), name

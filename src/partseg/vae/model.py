@@ -1,4 +1,5 @@
-"""A VAE whose decoder is this project's StyleGAN2 generator (the representations experiment).
+"""A VAE whose decoder is this project's StyleGAN2 generator (the representations experiment's
+model: partseg.vae.train trains it, partseg.vae.checkpoint saves and loads it).
 
 The question it answers: are the GAN's pixel features good for few-shot segmentation because
 of adversarial training, or would any generator trained on the same images do? So the decoder
@@ -20,7 +21,6 @@ that the reconstructions are sharp, large enough that the KL term still organise
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -72,6 +72,11 @@ class GeneratorVAE(nn.Module):
         self.sigma = float(sigma)
         self.kl_weight = float(kl_weight)
 
+    @classmethod
+    def from_options(cls, options: dict) -> "GeneratorVAE":
+        """The model of a training run's options (partseg.vae.train.training_options)."""
+        return cls(options, sigma=options["sigma"], kl_weight=options["kl_weight"])
+
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(images)
 
@@ -105,9 +110,3 @@ class GeneratorVAE(nn.Module):
         """Decode the posterior means: the deterministic reconstruction."""
         mu, _ = self.encode(images)
         return self.decode(mu)
-
-
-def psnr_of(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two image batches in [-1, 1] (peak-to-peak 2)."""
-    mse = float((a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean())
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
