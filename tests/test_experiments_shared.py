@@ -74,7 +74,7 @@ def test_first_images_cache_is_the_first_k_images(tmp_path, caches):
 
 
 def test_protocol_tables_put_the_paper_beside_each_protocol():
-    from stages.protocols import comparison_tables
+    from partseg.experiments.protocols import comparison_tables
 
     scores = {"face4": {1: {"background": 0.9, "eye": 0.2, "mouth": 0.3, "nose": 0.4,
                             "mean": 0.45}}}
@@ -134,7 +134,7 @@ def run_report():
 
 def test_protocol_pictures_draw_each_class_in_one_colour():
     from partseg.data.synthetic import FACE_CLASSES
-    from stages.protocols import predictions_picture, reading
+    from partseg.experiments.protocols import predictions_picture, reading
 
     classes = list(FACE_CLASSES)
     images = np.zeros((2, 8, 8, 3), np.uint8)
