@@ -301,7 +301,7 @@ def test_the_partitions_stage_writes_its_results(project, tmp_path):
 
 
 def test_a_named_shot_is_inverted_alone_and_an_unknown_one_is_named(project):
-    from stages.partitions import choose_shot
+    from partseg.experiments.partitions import choose_shot
 
     params = parse_params({**yaml.safe_load((project.root / "params.yaml").read_text()),
                            "partitions": {"shot": "000002"}})
@@ -310,3 +310,39 @@ def test_a_named_shot_is_inverted_alone_and_an_unknown_one_is_named(project):
     params.partitions.shot = "000099"
     with pytest.raises(PartsegError, match=r"labeled: no image 000099"):
         choose_shot(project.dataset, project.root / "train_gan", params)
+
+
+def test_face_scores_split_finding_the_face_from_dividing_it():
+    from partseg.experiments.partitions import face_scores, part_borders
+
+    truth = np.array([[[0, 1, 1, 2],
+                       [0, 1, 1, 2]]], np.uint8)
+    predicted = np.array([[[1, 1, 2, 2],
+                           [0, 1, 1, 0]]], np.uint8)
+    # the border: the face pixels beside another part (1 next to 2)
+    assert part_borders(truth, [1, 2]).tolist() == [[[False, False, True, True],
+                                                     [False, False, True, True]]]
+    scores = face_scores(predicted, truth, [1, 2])
+    assert scores["face_iou"] == 5 / 7 and scores["right_part_in_face"] == 4 / 5
+    assert scores["wrong_part_on_borders"] == 1.0 and scores["face_on_borders"] == 4 / 6
+    assert face_scores(predicted, truth, None)["face_iou"] is None
+
+
+def test_the_partitions_reading_states_what_was_measured():
+    from partseg.experiments.partitions import reading
+
+    def result(miou, face_iou, on_borders, base):
+        return {"miou": miou, "per_class_iou": {"background": 0.9, "inner": 0.2, "outer": 0.6},
+                "face_iou": face_iou, "right_part_in_face": 0.5,
+                "wrong_part_on_borders": on_borders, "face_on_borders": base,
+                "face_shares": {"inner": {"shot": 0.3, "truth": 0.5, "predicted": 0.35},
+                                "outer": {"shot": 0.7, "truth": 0.5, "predicted": 0.65}}}
+
+    text = reading({"face10": {**result(0.15, 0.6, None, None), "face_shares": None},
+                    "bands3": result(0.3, 0.4, 0.8, 0.4)}, count=3)
+    assert "bands3 reaches 30.0 mIoU over 3 classes" in text
+    assert "face10 60.0, bands3 40.0, a spread of 20.0 points" in text
+    assert "80.0 % of the wrong ones lie on a border between parts, where 40.0 % of the face " \
+           "lies (2.0 times that share)" in text
+    assert "5.0 points from the shot's share and 15.0 from the test faces'" in text
+    assert "not measured" in text
