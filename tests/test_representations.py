@@ -18,10 +18,11 @@ from partseg.features import FeatureExtractor, write_feature_cache
 from partseg.gan import Generator, save_checkpoint
 from partseg.io import save_json, save_png, save_torch
 from partseg.params import parse_params
+from partseg.experiments.representations import rgbxy_features
 from partseg.gan.train import snapshot_steps
 from partseg.vae import (GeneratorVAE, load_vae, ship_vae, step_flops, train_vae,
                          training_options)
-from stages.representations import build, rgbxy_features
+from stages.representations import build
 
 TINY = dict(size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16)
 REPO = Path(__file__).resolve().parents[1]

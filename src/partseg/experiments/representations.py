@@ -1,0 +1,414 @@
+"""Is it the GAN's *training* that makes its pixel features good for few-shot part segmentation?
+(stage representations). The few-shot net (train_fewshot's settings), trained on the first k
+shared shots (stage shots, k in shots.ks) and scored on the same inverted test images
+(invert_test's `test` split), reads each representation in representations.names:
+
+  gan     the demo GAN's pixel features: the shots' exact latents (shots/cache), the test
+          images' inversions (invert_test/test/cache);
+  vae     the decoder activations of a VAE trained on the same images (stage train_vae,
+          partseg.vae; the decoder is the GAN's generator architecture, read by the same
+          FeatureExtractor). Shots and test images are encoded (posterior mean z), mapped to w,
+          broadcast to W+ and, with representations.vae_refine, refined by the GAN's inversion
+          recipe (`inversion` settings, noise maps included) with the pixel loss alone: the VAE
+          has no discriminator, whose features are the GAN inversion's perceptual term;
+  random  the same generator architecture with random weights (representations.random_seed),
+          shots and test images inverted into it by the same recipe (pixel loss alone);
+  rgbxy   the image's RGB at the feature resolution and the pixel's x and y (5 channels).
+
+run_representations writes metrics.json (per representation and k: mIoU, per-class IoU; per
+representation: the test reconstruction PSNR), per_class.csv, section.md (the tables and a
+reading), predictions.png and reconstructions.png.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partseg.errors import PartsegError
+from partseg.io import atomic_path, load_json, read_image, save_json, save_png
+from partseg.stage import log
+
+LABELS = {"gan": "GAN (trained)", "vae": "VAE decoder", "random": "generator, random weights",
+          "rgbxy": "RGB + xy"}
+
+
+@dataclass
+class Inputs:
+    """The folders the experiment reads (the stages that make them in brackets)."""
+    dataset: Path     # (dataset)
+    generator: Path   # generator.pt (train_gan)
+    shots: Path       # images/, masks.npy, annotations.json, cache/ (shots)
+    inversions: Path  # test/{cache, stems.json, psnr.csv} (invert_test)
+    vae: Path         # vae.pt, record.yaml, metrics.json (train_vae)
+
+
+# ---- inputs -------------------------------------------------------------------------------
+
+def load_shots(shots_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The first k shots: images uint8 [k, H, W, 3], masks [k, R, R] (feature resolution)."""
+    annotations = shots_dir / "annotations.json"
+    if not annotations.is_file():
+        raise PartsegError(f"{annotations}: not found (build the shots stage first)")
+    stems = load_json(annotations)["stems"]
+    if len(stems) < k:
+        raise PartsegError(f"{annotations}: {len(stems)} shots, but shots.ks asks for {k}")
+    stems = stems[:k]
+    images = np.stack([read_image(shots_dir / "images" / f"{stem}.png") for stem in stems])
+    masks = np.load(shots_dir / "masks.npy")[:k]
+    return images, masks, stems
+
+
+def test_set(dataset_dir: Path, inversions: Path):
+    """The inverted test images (as many as invert_test inverted), their masks and stems."""
+    from partseg.data.folder import load_split_arrays
+
+    stems = load_json(inversions / "stems.json")["stems"]
+    images, masks, dataset_stems = load_split_arrays(dataset_dir, "test", limit=len(stems))
+    if masks is None or list(dataset_stems) != list(stems):
+        raise PartsegError(f"{inversions}: its images are not the first {len(stems)} of "
+                           f"{dataset_dir}/test (rerun invert_test)")
+    return images, masks, stems
+
+
+def mean_psnr_file(path: Path) -> float | None:
+    return float(pd.read_csv(path)["psnr"].mean()) if path.is_file() else None
+
+
+def check_names(names: list[str]) -> None:
+    if not names:
+        raise PartsegError("params key representations.names: name at least one representation")
+    if len(set(names)) != len(names):
+        raise PartsegError(f"params key representations.names: {names} repeats a name")
+
+
+# ---- the representations ------------------------------------------------------------------
+
+def rgbxy_features(images: np.ndarray, resolution: int) -> np.ndarray:
+    """float32 [N, R, R, 5]: RGB in [-1, 1] area-resized to R, then x and y in [-1, 1]."""
+    import torch
+
+    from partseg.inversion import images_to_tensor
+
+    pixels = images_to_tensor(images)
+    if pixels.shape[-1] != resolution:
+        pixels = torch.nn.functional.interpolate(pixels, size=(resolution, resolution),
+                                                 mode="area" if pixels.shape[-1] > resolution
+                                                 else "bilinear")
+    # Pixel centres, so that the grid is symmetric about the image centre at any resolution.
+    axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution * 2 - 1
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    coords = torch.stack([x, y])[None].expand(len(pixels), -1, -1, -1)
+    return torch.cat([pixels, coords], dim=1).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def write_rgbxy_cache(out_dir: Path, images: np.ndarray, resolution: int):
+    from partseg.features import write_cache_from_arrays
+
+    return write_cache_from_arrays(out_dir, rgbxy_features(images, resolution),
+                                   layers=["rgb", "xy"], channels_per_layer=[3, 2],
+                                   params={"representation": "rgbxy", "resolution": resolution},
+                                   layout="NHWC")
+
+
+def random_generator(config: dict, seed: int):
+    """The GAN's architecture with freshly initialised (seeded) weights."""
+    import torch
+
+    from partseg.gan import Generator
+    from partseg.vae.model import GENERATOR_KEYS
+
+    torch.manual_seed(seed)
+    return Generator(**{k: config[k] for k in GENERATOR_KEYS}).eval().requires_grad_(False)
+
+
+def vae_start(vae, images: np.ndarray):
+    """W+ latents of the VAE encoder's posterior means: where the inversion starts."""
+    import torch
+
+    from partseg.inversion import images_to_tensor
+
+    with torch.no_grad():
+        mu, _ = vae.encode(images_to_tensor(images))
+        return vae.wplus(mu)
+
+
+def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=None,
+                   refine: bool = True) -> tuple:
+    """Invert `images` into G with the GAN's recipe (pixel loss only) and cache the features.
+    Returns (cache, per-image PSNR, reconstructions uint8)."""
+    import torch
+
+    from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
+    from partseg.gan.sampling import images_to_uint8
+    from partseg.inversion import invert_images, psnr
+    from partseg.params import as_dict
+
+    extractor = FeatureExtractor(G, params.features.layers, params.features.resolution)
+    if refine:
+        settings = dict(as_dict(params.inversion), perceptual_weight=0.0)
+        result = invert_images(G, images, init_wplus=init_wplus, seed=params.dataset.seed,
+                               **settings)
+        wplus, noises = result["wplus"], result.get("noises")
+        scores, recon = np.asarray(result["psnr"]), result["reconstructions"]
+    else:  # the encoder's guess as it is
+        wplus, noises = init_wplus, None
+        with torch.no_grad():
+            recon = images_to_uint8(G.synthesis(wplus, noise="const"))
+        scores = psnr(recon, images)
+    cache = write_feature_cache(out_dir, extractor, wplus, noises=noises, batch_size=16,
+                                generator_checksum=generator_checksum(G),
+                                params=as_dict(params.features))
+    return cache, scores, recon
+
+
+@dataclass
+class Representation:
+    """Feature caches of the shots (k = the largest) and of the test images, and the test
+    reconstruction PSNR and reconstructions where the representation reconstructs images."""
+    shot_cache: object
+    test_cache: object
+    psnr: float | None
+    recon: np.ndarray | None
+
+
+def generator_representation(name: str, folder: Path, shot_images, test_images,
+                             inputs: Inputs, params, gan_config: dict) -> Representation:
+    """`random` or `vae`: shots and test images put into a generator that is not the GAN."""
+    if name == "random":
+        G = random_generator(gan_config, params.representations.random_seed)
+        starts, refine = {"shots": None, "test": None}, True
+    else:
+        from partseg.vae.checkpoint import load_vae
+
+        vae, _ = load_vae(inputs.vae / "vae.pt")
+        G, refine = vae.decoder, params.representations.vae_refine
+        starts = {"shots": vae_start(vae, shot_images), "test": vae_start(vae, test_images)}
+    shot_cache, _, _ = inverted_cache(folder / "shots", G, shot_images, params,
+                                      init_wplus=starts["shots"], refine=refine)
+    test_cache, scores, recon = inverted_cache(folder / "test", G, test_images, params,
+                                               init_wplus=starts["test"], refine=refine)
+    return Representation(shot_cache, test_cache, float(np.mean(scores)), recon)
+
+
+def build_representation(name: str, scratch: Path, shot_images, test_images, inputs: Inputs,
+                         params, gan_config: dict) -> Representation:
+    from partseg.features import FeatureCache
+
+    folder = scratch / name
+    if name == "gan":  # the caches the shots and invert_test stages made
+        test_dir = inputs.inversions / "test"
+        cache = FeatureCache(test_dir / "cache")
+        return Representation(FeatureCache(inputs.shots / "cache"), cache,
+                              mean_psnr_file(test_dir / "psnr.csv"), cache.images())
+    if name == "rgbxy":
+        resolution = params.features.resolution
+        return Representation(write_rgbxy_cache(folder / "shots", shot_images, resolution),
+                              write_rgbxy_cache(folder / "test", test_images, resolution),
+                              None, None)
+    return generator_representation(name, folder, shot_images, test_images, inputs, params,
+                                    gan_config)
+
+
+# ---- scoring ------------------------------------------------------------------------------
+
+def score(rep: Representation, k: int, shot_masks, test_masks, classes, scratch: Path,
+          settings: dict, device) -> tuple[dict, np.ndarray]:
+    """(per-class IoU with its mean, predicted labels) of the net trained on the first k shots."""
+    from partseg.fewshot.evaluate import first_images_cache, fewshot_scores
+
+    shot_cache = first_images_cache(rep.shot_cache, k, scratch / f"k{k}")
+    confusion, predicted = fewshot_scores(shot_cache, shot_masks[:k], rep.test_cache, test_masks,
+                                          num_classes=len(classes), settings=settings,
+                                          device=device)
+    return {**dict(zip(classes, confusion.iou().tolist())), "mean": confusion.miou()}, predicted
+
+
+def run_representations(inputs: Inputs, params, out: Path) -> None:
+    """Build every representation, score it at every k, write the results into `out`."""
+    from partseg.data.folder import load_classes
+    from partseg.device import resolve_device
+    from partseg.gan import load_generator
+    from partseg.params import as_dict
+
+    names, ks = list(params.representations.names), sorted(params.shots.ks)
+    check_names(names)
+    classes = load_classes(inputs.dataset)
+    test_images, test_masks, stems = test_set(inputs.dataset, inputs.inversions / "test")
+    shot_images, shot_masks, _ = load_shots(inputs.shots, max(ks))
+    gan_config = load_generator(inputs.generator / "generator.pt").config
+    settings, device = as_dict(params.train_fewshot), resolve_device()
+    scratch = out / "scratch"
+    reps, scores, predicted = {}, {}, {}
+    for name in names:
+        reps[name] = build_representation(name, scratch, shot_images, test_images, inputs,
+                                          params, gan_config)
+        scores[name] = {}
+        for k in ks:
+            scores[name][k], predicted[name, k] = score(
+                reps[name], k, shot_masks, test_masks, classes, scratch / name, settings, device)
+            log(f"[representations] {name}, k = {k}: mIoU {100 * scores[name][k]['mean']:.1f}")
+    vae_info = vae_summary(inputs.vae) if "vae" in names else None
+    write_outputs(out, scores, reps, predicted, test_images, test_masks, classes, ks, len(stems),
+                  vae_info, settings, params)
+    for rep in reps.values():  # release the scratch caches' files before deleting them
+        rep.shot_cache.close()
+        rep.test_cache.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_outputs(out: Path, scores, reps, predicted, test_images, test_masks, classes, ks,
+                  count: int, vae_info, settings: dict, params) -> None:
+    names, shown = list(scores), params.representations.n_shown
+    metrics = {"test_images": count, "ks": ks, "vae": vae_info,
+               "representations": {n: {"test_psnr": reps[n].psnr,
+                                       **{f"k{k}": scores[n][k] for k in ks}} for n in names}}
+    pictures = {"predictions.png": predictions_picture(test_images, test_masks, predicted, names,
+                                                       ks, shown, classes),
+                "reconstructions.png": reconstructions_picture(test_images, reps, shown)}
+    section = section_markdown(scores, reps, classes, ks, count, vae_info, settings,
+                               params.representations.vae_refine)
+    save_json(metrics, out / "metrics.json")
+    with atomic_path(out / "per_class.csv") as part:
+        per_class_frame(scores, classes).to_csv(part, index=False)
+    for name, picture in pictures.items():
+        save_png(picture, out / name)
+    (out / "section.md").write_text(section)
+
+
+# ---- tables, pictures, the report section -------------------------------------------------
+
+def per_class_frame(scores: dict, classes: list[str]) -> pd.DataFrame:
+    rows = [{"representation": name, "k": k, **{c: iou[c] for c in classes}, "mean": iou["mean"]}
+            for name, by_k in scores.items() for k, iou in by_k.items()]
+    return pd.DataFrame(rows)
+
+
+def miou_frame(scores: dict, reps: dict, ks: list[int]) -> pd.DataFrame:
+    rows = []
+    for name, by_k in scores.items():
+        row = {"representation": LABELS[name]}
+        row.update({f"mIoU k = {k}": by_k[k]["mean"] for k in ks})
+        row["test PSNR (dB)"] = reps[name].psnr if reps[name].psnr is not None else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reading(scores: dict, reps: dict, ks: list[int], vae_info: dict | None) -> str:
+    """One paragraph: the ranking and margins from the numbers, then what limits them."""
+    k_max = max(ks)
+    ranked = sorted(scores, key=lambda n: -scores[n][k_max]["mean"])
+    parts = [f"{LABELS[n]} {100 * scores[n][k_max]['mean']:.1f}" for n in ranked]
+    text = f"At k = {k_max} the ranking is {', '.join(parts)} (mIoU %)."
+    if "gan" in scores:
+        for other in ("vae", "random", "rgbxy"):
+            if other in scores:
+                gaps = [100 * (scores["gan"][k]["mean"] - scores[other][k]["mean"]) for k in ks]
+                text += (f" GAN minus {LABELS[other]}: "
+                         + ", ".join(f"{g:+.1f} at k = {k}" for g, k in zip(gaps, ks)) + ".")
+        gains = {n: 100 * (scores[n][k_max]["mean"] - scores[n][min(ks)]["mean"]) for n in scores}
+        text += (" More shots help the GAN's features most ("
+                 + ", ".join(f"{LABELS[n]} {g:+.1f}" for n, g in gains.items())
+                 + f" from k = {min(ks)} to {k_max})."
+                 if len(ks) > 1 and max(gains, key=gains.get) == "gan" else "")
+    text += (" Two things favour the GAN beyond its features: its shots are its own samples, "
+             "whose features are exact, while every other generator must invert the shots like "
+             "the test images; and its test inversions use the discriminator's features as a "
+             "perceptual loss, which the others lack (see the PSNR column).")
+    if vae_info and vae_info.get("fraction") is not None and vae_info["fraction"] < 0.9:
+        text += (f" The VAE received {vae_info['fraction']:.0%} of the GAN's training compute, "
+                 "so its row is a lower bound for a VAE of equal compute, not a verdict on one.")
+    if "random" in scores and "vae" in scores:
+        gap = 100 * (scores["vae"][k_max]["mean"] - scores["random"][k_max]["mean"])
+        text += (f" The VAE's decoder is {gap:+.1f} points from the same architecture with "
+                 f"random weights at k = {k_max}: "
+                 + ("its training added little beyond what the architecture and inversion "
+                    "give." if abs(gap) < 3 else "its training matters." if gap > 0 else
+                    "its features are worse than untrained ones."))
+    return text
+
+
+def vae_sentence(vae_info: dict | None) -> str:
+    if not vae_info:
+        return ""
+    share = ("" if vae_info["fraction"] is None
+             else f", {vae_info['fraction']:.0%} of the GAN's training FLOPs")
+    encoder = ("" if vae_info.get("encoder_psnr") is None else
+               f"; its encoder alone reconstructs the test images at "
+               f"{vae_info['encoder_psnr']:.1f} dB")
+    return (f" The VAE trained {vae_info['step']} steps of {vae_info['batch_size']} "
+            f"images{share} (stage train_vae's record.yaml){encoder}.")
+
+
+def section_markdown(scores, reps, classes, ks, count, vae_info, settings, vae_refine: bool
+                     ) -> str:
+    from partseg.report import markdown_table
+
+    table = per_class_frame(scores, classes)
+    table["representation"] = table["representation"].map(LABELS)
+    refine = ("then refined by the GAN's inversion recipe with the pixel loss alone, as the "
+              "VAE has no discriminator for the perceptual term"
+              if vae_refine else "the encoder's mean alone, not refined")
+    lines = [
+        "## Representations: what the GAN's training adds", "",
+        f"The same few-shot {settings['network']} net (train_fewshot's settings), trained on "
+        f"the first k shared shots (k = {', '.join(map(str, ks))}) and scored on the same "
+        f"{count} inverted `test` images, reading four pixel representations: the demo GAN's "
+        "features (shots: their exact latents; test images: invert_test's inversions, pixel + "
+        "discriminator-feature loss); the decoder activations of a VAE trained on the same "
+        "images, whose decoder is the GAN's generator architecture read at the same layers "
+        f"(shots and test images encoded, {refine}); the same generator architecture with "
+        "random weights, shots and test images inverted into it by the same pixel-loss recipe; "
+        f"and raw RGB with the pixel's x, y (5 channels). IoU %.{vae_sentence(vae_info)}", "",
+        "### Per class", "", markdown_table(table), "",
+        "### Mean IoU and reconstruction", "",
+        markdown_table(miou_frame(scores, reps, ks)), "",
+        "Test PSNR: how well each generator reproduces the test images after inversion "
+        "(RGB + xy is the image itself).", "",
+        reading(scores, reps, ks, vae_info), "",
+        "![test images, ground truth, each representation's predictions](predictions.png)", "",
+        "![test images and each generator's reconstruction](reconstructions.png)", ""]
+    return "\n".join(lines)
+
+
+def predictions_picture(images, truth, predicted: dict, names, ks, shown: int, classes):
+    from partseg.visualize import colorize, titled_grid
+
+    rows = []
+    for i in range(min(shown, len(images))):
+        rows.append([images[i], colorize(truth[i])]
+                    + [colorize(predicted[n, k][i]) for n in names for k in ks])
+    titles = ["image", "truth"] + [f"{n} k{k}" for n in names for k in ks]
+    return titled_grid(rows, titles, class_names=classes)
+
+
+def reconstructions_picture(images, reps: dict, shown: int):
+    from partseg.visualize import titled_grid
+
+    names = [n for n, rep in reps.items() if rep.recon is not None]
+    rows = [[images[i]] + [reps[n].recon[i] for n in names] for i in range(min(shown, len(images)))]
+    return titled_grid(rows, ["image"] + names)
+
+
+def vae_summary(vae_dir: Path) -> dict:
+    """Steps and the fraction of the GAN's training FLOPs the VAE received (from its record:
+    train_vae keeps the adopted VAE's record under `record`)."""
+    import yaml
+
+    from partseg.vae.checkpoint import load_vae
+
+    _, info = load_vae(vae_dir / "vae.pt")
+    record_path = vae_dir / "record.yaml"
+    record = yaml.safe_load(record_path.read_text()) if record_path.is_file() else {}
+    record = record.get("record") or record
+    compute = (record or {}).get("compute") or {}
+    metrics_path = vae_dir / "metrics.json"
+    encoder_psnr = (load_json(metrics_path).get("test_psnr_encoder")
+                    if metrics_path.is_file() else None)
+    return {"step": info["step"], "batch_size": info["options"]["batch_size"],
+            "fraction": compute.get("gan_compute_fraction"),
+            "wall_hours": (record or {}).get("wall_hours"), "encoder_psnr": encoder_psnr}
