@@ -18,7 +18,7 @@ from partseg.features import FeatureExtractor, write_feature_cache
 from partseg.gan import Generator, save_checkpoint
 from partseg.io import save_json, save_png, save_torch
 from partseg.params import parse_params
-from partseg.experiments.representations import rgbxy_features
+from partseg.experiments.representations import reading, rgbxy_features
 from partseg.gan.train import snapshot_steps
 from partseg.vae import (GeneratorVAE, load_vae, ship_vae, step_flops, train_vae,
                          training_options)
@@ -148,6 +148,23 @@ def test_rgbxy_features():
     assert np.all(np.diff(y, axis=0) > 0) and np.allclose(x + x[:, ::-1], 0)
     half = rgbxy_features(np.repeat(images, 1, 0), 4)
     assert half.shape == (2, 4, 4, 5) and np.allclose(half[1, ..., :3], 1)
+
+
+# ---- the report section -------------------------------------------------------------------
+
+def test_the_reading_states_the_numbers_whichever_way_they_fall():
+    # Untrained weights ahead of the GAN at k = 10: the reading says so, with no verdict.
+    scores = {"gan": {1: {"mean": 0.30}, 10: {"mean": 0.40}},
+              "vae": {1: {"mean": 0.35}, 10: {"mean": 0.33}},
+              "random": {1: {"mean": 0.20}, 10: {"mean": 0.50}}}
+    text = reading(scores, [1, 10])
+    assert ("ranking is generator, random weights 50.0, GAN (trained) 40.0, VAE decoder 33.0"
+            in text)
+    assert "GAN (trained) minus VAE decoder: -5.0 at k = 1, +7.0 at k = 10." in text
+    assert "VAE decoder minus generator, random weights: +15.0 at k = 1, -17.0 at k = 10." in text
+    assert "From k = 1 to 10: GAN (trained) +10.0, VAE decoder -2.0" in text
+    for verdict in ("favour", "matters", "lower bound", "most"):
+        assert verdict not in text
 
 
 # ---- the stage ----------------------------------------------------------------------------
