@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from partseg.errors import PartsegError
-from partseg.io import atomic_path, load_json, read_image, save_json, save_png
+from partseg.io import load_json, read_image
 from partseg.stage import log
 
 LABELS = {"gan": "GAN (trained)", "vae": "VAE decoder", "random": "generator, random weights",
@@ -65,13 +65,11 @@ def load_shots(shots_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray, list[st
 
 def test_set(dataset_dir: Path, inversions: Path):
     """The inverted test images (as many as invert_test inverted), their masks and stems."""
-    from partseg.data.folder import load_split_arrays
+    from partseg.experiments.shared import inverted_test_set
 
-    stems = load_json(inversions / "stems.json")["stems"]
-    images, masks, dataset_stems = load_split_arrays(dataset_dir, "test", limit=len(stems))
-    if masks is None or list(dataset_stems) != list(stems):
-        raise PartsegError(f"{inversions}: its images are not the first {len(stems)} of "
-                           f"{dataset_dir}/test (rerun invert_test)")
+    images, masks, stems = inverted_test_set(dataset_dir, inversions)
+    if masks is None:
+        raise PartsegError(f"{dataset_dir}/test: no masks to score the representations against")
     return images, masks, stems
 
 
@@ -263,6 +261,8 @@ def run_representations(inputs: Inputs, params, out: Path) -> None:
 
 def write_outputs(out: Path, scores, reps, predicted, test_images, test_masks, classes, ks,
                   count: int, vae_info, settings: dict, params) -> None:
+    from partseg.experiments.shared import write_results
+
     names, shown = list(scores), params.representations.n_shown
     metrics = {"test_images": count, "ks": ks, "vae": vae_info,
                "representations": {n: {"test_psnr": reps[n].psnr,
@@ -272,12 +272,8 @@ def write_outputs(out: Path, scores, reps, predicted, test_images, test_masks, c
                 "reconstructions.png": reconstructions_picture(test_images, reps, shown)}
     section = section_markdown(scores, reps, classes, ks, count, vae_info, settings,
                                params.representations.vae_refine)
-    save_json(metrics, out / "metrics.json")
-    with atomic_path(out / "per_class.csv") as part:
-        per_class_frame(scores, classes).to_csv(part, index=False)
-    for name, picture in pictures.items():
-        save_png(picture, out / name)
-    (out / "section.md").write_text(section)
+    write_results(out, metrics=metrics, per_class=per_class_frame(scores, classes),
+                  pictures=pictures, section=section, index=False)
 
 
 # ---- tables, pictures, the report section -------------------------------------------------
