@@ -68,17 +68,17 @@ def rebuild_missing_intermediates():
     1970: they are older than their inputs, so Snakemake reruns the rule, and first the job
     that makes the missing input. Only the timestamps change, never a file's content.
     """
-    for rule in workflow.rules:
-        if rule.has_wildcards() or not rule.output:
+    for consumer in workflow.rules:
+        if consumer.has_wildcards() or not consumer.output:
             continue
-        if not all(os.path.exists(path) for path in rule.output):
+        if not all(os.path.exists(path) for path in consumer.output):
             continue  # Snakemake reruns this rule itself
-        missing = [str(path) for path in rule.input if not os.path.exists(path)
+        missing = [str(path) for path in consumer.input if not os.path.exists(path)
                    and any(other.is_producer(str(path)) for other in workflow.rules)]
         if missing:
             print(f"partseg: {' '.join(missing)} is missing (a killed job?); rebuilding it "
-                  f"and rule {rule.name}, which used it", file=sys.stderr)
-            for path in map(str, rule.output):
+                  f"and {consumer.name}, which used it", file=sys.stderr)
+            for path in map(str, consumer.output):
                 mark_out_of_date(path)
 
 
