@@ -232,10 +232,9 @@ def adopt_dvc_builds(workflow) -> None:
 
 
 def _note_pending_adoption(project: DvcProject) -> None:
-    locked = _locked_stages(project.lock)
-    if locked and locked != _locked_stages(project.agreed):
-        new = sorted(name for name, entry in locked.items()
-                     if _locked_stages(project.agreed).get(name) != entry)
+    locked, agreed = _locked_stages(project.lock), _locked_stages(project.agreed)
+    if locked and locked != agreed:
+        new = sorted(name for name, entry in locked.items() if agreed.get(name) != entry)
         _info(f"{project.lock} has builds Snakemake has not recorded yet ({' '.join(new)}); "
               "this dry run may list them, but a real run records what DVC proves up to date "
               "first and runs only the rest")
