@@ -42,7 +42,7 @@ def build(args, params):
                 split, args.dataset, classes=classes, protocol=protocol, models=models,
                 oneshot_dir=Path(args.oneshot) / split, shot_classes=shot_classes,
                 network=params.train_fewshot.network, n_qualitative=params.evaluate.n_qualitative,
-                out=tmp, metrics=metrics, rows=rows)
+                out=tmp, metrics=metrics, rows=rows, flip=params.evaluate.flip)
             log(f"[evaluate] {split}: " + (", ".join(
                 f"{m} {v['miou']:.3f}" for m, v in metrics.get(split, {}).items())
                 or "no method predicts these classes"))

@@ -2,7 +2,9 @@
 
 Soft-target cross-entropy on the stored logits, with the same geometric augmentation
 applied to image and labels. Resumes from --snapshots after a crash. Writes model.pt and
-training_log.tsv (a DVC plot). `--processes N` trains data-parallel on N processes (GPUs, or
+training_log.tsv (a DVC plot). With train_autoshot.self_train_images > 0 that UNet (its log:
+teacher_log.tsv) labels as many real `train` images and model.pt is a new UNet trained on
+their confident pixels (partseg.autoshot.self_training). `--processes N` trains data-parallel on N processes (GPUs, or
 CPU processes with gloo) with the same global batch; rank 0 writes the outputs.
 """
 
@@ -44,23 +46,46 @@ def build(args, params):
     shard_dirs = [Path(args.shards) / f"shard_{shard}" for shard in params.synthesize.shards]
     snapshots = snapshot_folder(args.snapshots, "train_autoshot", [*shard_dirs, args.dataset])
 
-    def train(log_path):
+    def train(images, targets, kind, log_path, snapshot_dir):
         return train_segmenter(
-            images, logits, num_classes=len(classes), target_kind="soft",
+            images, targets, num_classes=len(classes), target_kind=kind,
             unet_config=as_dict(options.unet), augment=as_dict(options.augment),
             steps=options.steps, batch_size=options.batch_size, lr=options.lr,
             weight_decay=options.weight_decay, class_balance_power=options.class_balance_power,
             seed=options.seed, device=resolve_device(),
-            log_path=log_path, snapshot_dir=snapshots)
+            log_path=log_path, snapshot_dir=snapshot_dir)
+
+    def fit(out):
+        """The UNet on the synthetic set; with self-training, the student it teaches."""
+        self_training = options.self_train_images > 0
+        teacher_log = None if out is None else out / (
+            "teacher_log.tsv" if self_training else "training_log.tsv")
+        model, history = train(images, logits, "soft", teacher_log, snapshots)
+        if self_training:
+            model, history = self_train(model, out, train)
+        return model, history
+
+    def self_train(teacher, out, train):
+        from partseg.autoshot.self_training import pseudo_labels
+        from partseg.data.folder import load_split_arrays
+
+        real, _, _ = load_split_arrays(args.dataset, "train", limit=options.self_train_images)
+        labels, kept = pseudo_labels(teacher, real, options.self_train_confidence)
+        log(f"[train_autoshot] self-training on {len(real)} real images, {kept:.1%} of their "
+            f"pixels at confidence >= {options.self_train_confidence}")
+        return train(real, labels, "hard", None if out is None else out / "training_log.tsv",
+                     snapshots / "student")
 
     if not current().is_main:  # the other ranks train; rank 0 writes what they trained
-        train(None)
+        fit(None)
         return
     with atomic_dir(args.out) as tmp:
-        model, history = train(tmp / "training_log.tsv")
+        model, history = fit(tmp)
         save_segmenter(tmp / "model.pt", model,
                        {"classes": classes, "resolution": params.data.resolution,
-                        "trained_on": "auto-shot synthetic dataset"})
+                        "trained_on": "auto-shot synthetic dataset" + (
+                            f", then self-trained on {options.self_train_images} real images"
+                            if options.self_train_images else "")})
     log(f"[train_autoshot] {sum(len(i) for i in images)} synthetic images, "
         f"final loss {history[-1]['loss']:.4f}")
 

@@ -8,8 +8,9 @@ import torch
 from partseg.errors import PartsegError
 from partseg.fewshot import DilatedCNN, Ensemble, PixelMLP, build_network
 from partseg.fewshot import mlp as mlp_module
-from partseg.fewshot.dilated_cnn import receptive_field
+from partseg.fewshot.dilated_cnn import receptive_field, scaled_dilations
 from partseg.fewshot.ensemble import js_divergence
+from partseg.fewshot.networks import member_kinds
 from partseg.fewshot.normalize import ChannelStandardize
 
 
@@ -143,3 +144,24 @@ def test_js_divergence_matches_hand_value():
     # Two members, two classes: p = (1, 0) and q = (0, 1): mean (0.5, 0.5), entropy log 2, members 0.
     log_probs = torch.log(torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]]))
     torch.testing.assert_close(js_divergence(log_probs), torch.tensor([math.log(2)]))
+
+
+@pytest.mark.parametrize("resolution, field", [(32, 5), (64, 9), (128, 17), (256, 33), (512, 61)])
+def test_scaled_cnn_sees_an_eighth_of_the_image_like_the_papers(resolution, field):
+    assert receptive_field(scaled_dilations(resolution)) == field
+    torch.manual_seed(0)
+    model = build_network("cnn_scaled", 2, 3, resolution=resolution).double()
+    side = field + 20
+    features = torch.randn(1, 2, side, side, dtype=torch.float64, requires_grad=True)
+    model(features)[0, :, side // 2, side // 2].sum().backward()
+    rows = torch.nonzero((features.grad.abs().sum(dim=(0, 1)) > 0).any(dim=1)).flatten()
+    assert rows.max().item() - rows.min().item() + 1 == field
+    assert model(torch.randn(1, 2, 7, 5, dtype=torch.float64)).shape == (1, 3, 7, 5)
+
+
+def test_scaled_cnn_needs_a_resolution_and_unknown_kinds_are_named():
+    with pytest.raises(PartsegError, match="resolution"):
+        build_network("cnn_scaled", 2, 3)
+    with pytest.raises(PartsegError, match="unknown network 'mlp\\+rnn'.*mlp\\+cnn"):
+        member_kinds("mlp+rnn")
+    assert member_kinds("mlp+cnn", 2) == ["mlp", "cnn", "mlp", "cnn"]

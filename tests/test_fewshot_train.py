@@ -20,7 +20,7 @@ NUM_CLASSES = 3
 # 100 steps and reached only 0.946 / 0.81, a margin one CPU's rounding could eat; 300 give
 # 0.996 / 0.989.
 FAST = {"linear": dict(steps=150, lr=1e-2), "mlp": dict(steps=100), "mlp2": dict(steps=100),
-        "cnn": dict(steps=300)}
+        "cnn": dict(steps=300), "cnn_scaled": dict(steps=300)}
 
 
 def write_cache(folder: Path, features: np.ndarray, layers=("convs.0",)) -> FeatureCache:
@@ -296,3 +296,18 @@ def test_predict_logits_accepts_fp16_numpy(problem, trained):
     from_numpy = predict_logits(model, features.numpy().astype(np.float16), batch_size=2)
     assert from_numpy.dtype == torch.float32 and from_numpy.shape == (3, NUM_CLASSES, 16, 16)
     torch.testing.assert_close(from_numpy, predict_logits(model, features.half().float()))
+
+
+def test_mixed_ensemble_trains_each_kind_on_its_batches_and_round_trips(problem, tmp_path):
+    cache, masks = problem
+    model, _ = train_fewshot(cache, masks, num_classes=NUM_CLASSES, network="mlp+cnn_scaled",
+                             steps=100, batch_pixels=512, tile=16, device="cpu")
+    assert isinstance(model, Ensemble)
+    assert [member.kind for member in model.members] == ["mlp", "cnn_scaled"]
+    save_fewshot_model(tmp_path / "mixed.pt", model)
+    loaded = load_fewshot_model(tmp_path / "mixed.pt")
+    assert loaded.config["members"] == ["mlp", "cnn_scaled"]
+    features = torch.stack([cache.image_features(i) for i in range(2)])
+    torch.testing.assert_close(predict_logits(loaded, features), predict_logits(model, features))
+    agree = (predict_logits(loaded, features).argmax(1).numpy() == masks[:2]).mean()
+    assert agree > 0.9

@@ -45,22 +45,38 @@ def model_paths(autoshot_dir: Path, baselines_dir: Path) -> dict[str, Path]:
 
 
 def segmenter_predictions(model_paths: dict[str, Path], images: np.ndarray,
-                          classes: list[str] | None = None) -> dict:
+                          classes: list[str] | None = None, flip: bool = False) -> dict:
     """Each model's labels of `images`; with `classes` (--protocol) re-expressed in them, and a
-    model whose classes do not merge into them left out."""
-    from partseg.autoshot.train import load_segmenter, predict_labels
+    model whose classes do not merge into them left out. flip: test-time flip (segmenter_labels)."""
+    from partseg.autoshot.train import load_segmenter
     from partseg.device import resolve_device
 
     device = resolve_device()
     predictions = {}
     for method, path in model_paths.items():
         model = load_segmenter(path, device)
-        labels = predict_labels(model, images, batch_size=64, device=device)
-        predictions[method] = np.stack([label for label, _ in labels])
+        predictions[method] = segmenter_labels(model, images, device, flip)
         if classes is not None:
             predictions[method] = in_classes(method, predictions[method],
                                              list(model.meta["class_names"]), classes)
     return {method: labels for method, labels in predictions.items() if labels is not None}
+
+
+def segmenter_labels(model, images: np.ndarray, device, flip: bool = False) -> np.ndarray:
+    """uint8 labels [N,H,W]; with flip, the argmax of the mean of the probabilities of each
+    image and of its mirror image (mirrored back). A mirrored face is a face, and the face
+    classes have no left and right, so both views are equally valid inputs."""
+    from partseg.autoshot.train import predict_labels
+
+    if not flip:
+        return np.stack([label for label, _ in predict_labels(model, images, batch_size=64,
+                                                              device=device)])
+    probabilities = np.stack([probs for _, probs in predict_labels(
+        model, images, batch_size=64, device=device, return_probs=True)])
+    mirrored = np.stack([probs for _, probs in predict_labels(
+        model, np.ascontiguousarray(images[:, :, ::-1]), batch_size=64, device=device,
+        return_probs=True)])
+    return (probabilities + mirrored[..., ::-1]).argmax(axis=1).astype(np.uint8)
 
 
 def in_classes(method: str, labels: np.ndarray, own: list[str], classes: list[str]):
@@ -112,8 +128,8 @@ def oneshot_labels(oneshot_dir: Path, network: str, shot_classes: list[str],
 
 def evaluate_split(split: str, dataset, *, classes: list[str], protocol: str | None,
                    models: dict[str, Path], oneshot_dir: Path, shot_classes: list[str],
-                   network: str, n_qualitative: int, out: Path, metrics: dict, rows: list
-                   ) -> None:
+                   network: str, n_qualitative: int, out: Path, metrics: dict, rows: list,
+                   flip: bool = False) -> None:
     """Score every method on `split` (and, where one-shot ran, on its inverted subset) into
     metrics and rows; write its confusion matrix and qualitative grid into `out`.
     shot_classes: the classes the shots were annotated in, those of one-shot's labels."""
@@ -125,7 +141,7 @@ def evaluate_split(split: str, dataset, *, classes: list[str], protocol: str | N
         from partseg.data.protocols import split_masks
 
         masks, _ = split_masks(dataset, split, protocol, key="--protocol")
-    predictions = segmenter_predictions(models, images, classes if protocol else None)
+    predictions = segmenter_predictions(models, images, classes if protocol else None, flip)
     record(score(predictions, masks, len(classes)), split, classes, metrics, rows)
     if oneshot_dir.is_dir():
         # One-shot covers only the inverted subset: compare every method on that subset too.

@@ -114,8 +114,11 @@ class FeaturesParams:
 
 @dataclass
 class TrainFewshotParams:
-    network: str = knob("cnn", "per-pixel classifier",
-                        choices=("linear", "mlp", "mlp2", "cnn"))
+    network: str = knob("cnn", "few-shot net: per-pixel (linear, mlp, mlp2), dilated CNN (cnn: "
+                        "the paper's 61 px field; cnn_scaled: field scaled to the resolution) "
+                        "or a mixed ensemble",
+                        choices=("linear", "mlp", "mlp2", "cnn", "cnn_scaled", "mlp+cnn",
+                                 "mlp+cnn_scaled"))
     ensemble: int = knob(1, "members; their disagreement is the uncertainty map", low=1, high=32)
     steps: int = knob(300, "optimiser steps", low=1)
     batch_pixels: int = knob(4096, "pixels per step (linear/MLP)", low=16)
@@ -171,6 +174,11 @@ class TrainAutoshotParams:
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
     class_balance_power: float = knob(0.5, "loss weight of a class ~ (1 / its pixel frequency) "
                                            "** power; 0 = plain cross-entropy", low=0.0)
+    self_train_images: int = knob(0, "self-training: the UNet labels this many real `train` "
+                                     "images and a new UNet learns from its confident pixels; 0 = off",
+                                  low=0)
+    self_train_confidence: float = knob(0.9, "self-training: a pixel is kept when the UNet's top "
+                                             "probability is at least this", low=0.0, high=1.0)
     seed: int = knob(0, "seed", low=0)
 
 
@@ -217,6 +225,8 @@ class BaselinesParams:
 class EvaluateParams:
     splits: list[str] = knob(["test", "test_shifted"], "splits evaluated", min_items=1)
     n_qualitative: int = knob(6, "images in the qualitative grid", low=1)
+    flip: bool = knob(False, "test-time flip: average each UNet's probabilities of the image and "
+                      "its mirror image (classes must be mirror-symmetric, as in face10)")
 
 
 # ---- The paper's other experiments (experiments/, outside the default run). Each experiment

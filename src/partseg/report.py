@@ -85,9 +85,11 @@ def timings_table(benchmark_dir: Path) -> pd.DataFrame | None:
                                             "peak RSS (MB)": ""}])])
 
 
-TARGET_MIN_CLASS_IOU = 0.05    # every class above 5 IoU for auto-shot
+SMALL_PARTS = ("eye", "eyebrow", "nose", "mouth", "ear")
+TARGET_SMALL_PART_IOU = 0.15   # each small part at least 15 IoU for auto-shot
 TARGET_SHIFTED_GAIN = 0.10     # auto-shot at least 10 points above one-shot on test_shifted
-STRETCH_FRACTION = 0.85        # auto-shot k=1 at 0.85 x the all-label UNet
+TARGET_FRACTION = 0.70         # auto-shot k=1 at 0.70 x the all-label UNet
+STRETCH_FRACTION = 0.85        # stretch: 0.85 x the all-label UNet
 
 
 def _miou(metrics: dict, split: str, method: str) -> float | None:
@@ -103,23 +105,25 @@ def _verdict(value: float, goal: float, what: str) -> dict:
 def targets_table(metrics: dict, per_class: pd.DataFrame) -> pd.DataFrame | None:
     """The demo's claims, checked on this run: what was reached and by how much it was missed."""
     rows = []
-    autoshot, ten = _miou(metrics, "test", "autoshot"), _miou(metrics, "test", "unet_k10")
-    if autoshot is not None and ten is not None:
-        rows.append(_verdict(autoshot, ten, "auto-shot mIoU ≥ 10-label UNet, test"))
+    for split in ("test", "test_shifted"):
+        autoshot, ten = _miou(metrics, split, "autoshot"), _miou(metrics, split, "unet_k10")
+        if autoshot is not None and ten is not None:
+            rows.append(_verdict(autoshot, ten, f"auto-shot mIoU ≥ 10-label UNet, {split}"))
     test_rows = per_class[(per_class["split"] == "test") & (per_class["method"] == "autoshot")]
-    if len(test_rows):
-        ious = test_rows.iloc[0][[c for c in PAPER_FACE_COLUMNS if c in test_rows.columns]]
-        worst = ious.astype(float).idxmin()
-        rows.append(_verdict(float(ious[worst]), TARGET_MIN_CLASS_IOU,
-                             f"every class > 5 IoU for auto-shot, test (lowest: {worst})"))
+    for part in SMALL_PARTS:
+        if len(test_rows) and part in test_rows.columns:
+            rows.append(_verdict(float(test_rows.iloc[0][part]), TARGET_SMALL_PART_IOU,
+                                 f"auto-shot {part} IoU, test"))
     subset = "test_shifted_inverted_subset"
     oneshot = next((m for m in metrics.get(subset, {}) if m.startswith("oneshot_")), None)
     shifted = _miou(metrics, subset, "autoshot")
     if oneshot and shifted is not None:
         rows.append(_verdict(shifted, _miou(metrics, subset, oneshot) + TARGET_SHIFTED_GAIN,
                              "auto-shot ≥ one-shot + 10, inverted test_shifted subset"))
-    full = _miou(metrics, "test", "unet_full")
+    autoshot, full = _miou(metrics, "test", "autoshot"), _miou(metrics, "test", "unet_full")
     if autoshot is not None and full is not None:
+        rows.append(_verdict(autoshot, TARGET_FRACTION * full,
+                             "auto-shot ≥ 0.70 × all-label UNet, test"))
         rows.append(_verdict(autoshot, STRETCH_FRACTION * full,
                              "stretch: auto-shot ≥ 0.85 × all-label UNet, test"))
     return pd.DataFrame(rows) if rows else None

@@ -28,8 +28,8 @@ from torch import nn
 
 from partseg.errors import PartsegError
 from partseg.fewshot.ensemble import Ensemble
-from partseg.fewshot.networks import (MLP_HIDDEN, NETWORKS, build_model, build_network,
-                                     is_pixel_network)
+from partseg.fewshot.networks import (MLP_HIDDEN, build_model, build_network, is_pixel_network,
+                                     member_kinds)
 from partseg.io import atomic_path, save_torch
 from partseg.progress import progress
 
@@ -51,39 +51,40 @@ def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, e
                   weight_decay: float = 1e-3, class_balance: bool = False, seed: int = 0,
                   device: str | torch.device | None = None,
                   log_path: str | os.PathLike | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train `ensemble` networks of kind `network` on (cache features, masks).
+    """Train `ensemble` networks of each kind in `network` ("cnn", "mlp+cnn", ...) on (cache
+    features, masks).
 
     masks: uint8 [N,R,R] label ids aligned with the cache's N images (255 = ignore).
     Returns (model in eval mode with a `.config` dict, history: one dict per step with the
     members' mean batch loss and accuracy). The history is also written as TSV to `log_path`.
     """
-    if network not in NETWORKS:
-        build_network(network, 1, 1)  # raises the PartsegError that names the choices
+    kinds = member_kinds(network, ensemble)  # raises the PartsegError that names the choices
     if steps < 1 or ensemble < 1 or batch_pixels < 1 or tile < 1:
         raise PartsegError("train_fewshot: steps, ensemble, batch_pixels and tile must be >= 1")
     labelled_fraction = check_masks(cache, masks, num_classes)
     masks = np.ascontiguousarray(masks)  # flat indexing below must not copy on every step
     device = _torch_device(device)
-    seeds = np.random.SeedSequence(seed).spawn(ensemble + 1)
+    seeds = np.random.SeedSequence(seed).spawn(len(kinds) + 1)
     mean, std = feature_statistics(cache, np.random.default_rng(seeds[0]), batch_pixels)
     weights = class_weights(masks, num_classes).to(device) if class_balance else None
 
-    members, optimizers, rngs = [], [], []
-    for member_seed in seeds[1:]:
+    members, optimizers, rngs, draws = [], [], [], []
+    for kind, member_seed in zip(kinds, seeds[1:]):
         weights_seed, batches_seed = member_seed.spawn(2)
-        member = _init_member(network, cache.num_channels, num_classes, weights_seed, mean, std)
+        member = _init_member(kind, cache.num_channels, num_classes, weights_seed, mean, std,
+                              cache.resolution)
         members.append(member.to(device).train())
         optimizers.append(torch.optim.Adam(member.parameters(), lr=lr, weight_decay=weight_decay))
         rngs.append(np.random.default_rng(batches_seed))
+        draws.append(_pixel_batch if is_pixel_network(kind) else _tile_batch)
 
-    draw = _pixel_batch if is_pixel_network(network) else _tile_batch
     history: list[dict] = []
     bar = progress(total=steps, desc=f"train_fewshot {network}x{ensemble}", unit="step")
     for step in range(1, steps + 1):
         results = [_train_step(member, optimizer,
                                *draw(cache, masks, rng, batch_pixels, tile, labelled_fraction),
                                weights, device)
-                   for member, optimizer, rng in zip(members, optimizers, rngs)]
+                   for member, optimizer, rng, draw in zip(members, optimizers, rngs, draws)]
         history.append({"step": step, "loss": float(np.mean([r[0] for r in results])),
                         "accuracy": float(np.mean([r[1] for r in results]))})
         bar.update(1)
@@ -93,11 +94,12 @@ def train_fewshot(cache, masks: np.ndarray, *, num_classes: int, network: str, e
                 write_history(history, log_path)
     bar.close()
 
-    model = members[0] if ensemble == 1 else Ensemble(members)
+    model = members[0] if len(members) == 1 else Ensemble(members)
     model.eval()
     model.config = {
         "network": network, "in_channels": int(cache.num_channels), "num_classes": int(num_classes),
-        "ensemble": int(ensemble), "hidden": list(MLP_HIDDEN.get(network, ())),
+        "ensemble": int(ensemble), "members": kinds, "resolution": int(cache.resolution),
+        "hidden": list(MLP_HIDDEN.get(network, ())),
         "features": feature_signature(cache),
         "training": {"steps": steps, "batch_pixels": batch_pixels, "tile": tile, "lr": lr,
                      "weight_decay": weight_decay, "class_balance": bool(class_balance), "seed": seed,
@@ -188,12 +190,12 @@ def _torch_device(device) -> torch.device:
     return torch.device(device)
 
 
-def _init_member(network: str, channels: int, num_classes: int, seed: np.random.SeedSequence,
-                 mean: torch.Tensor, std: torch.Tensor) -> nn.Module:
+def _init_member(kind: str, channels: int, num_classes: int, seed: np.random.SeedSequence,
+                 mean: torch.Tensor, std: torch.Tensor, resolution: int) -> nn.Module:
     """A fresh network initialised from its own seed, without touching the global torch RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed.generate_state(1)[0]))
-        member = build_network(network, channels, num_classes)
+        member = build_network(kind, channels, num_classes, resolution)
     member.input_norm.set_statistics(mean, std)
     return member
 
@@ -270,7 +272,8 @@ def save_fewshot_model(path: str | os.PathLike, model: nn.Module,
     if isinstance(model, Ensemble) and len(model.members) == 1:
         model = model.members[0]  # stored as the plain network it is
     # The architecture is read off the model itself, so the file always matches its weights.
-    merged["ensemble"] = len(model.members) if isinstance(model, Ensemble) else 1
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    merged["members"] = [getattr(member, "kind", merged["network"]) for member in members]
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     save_torch({"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": merged,
                 "state_dict": state}, path)
