@@ -488,7 +488,7 @@ def annotation_folder(tmp: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path):
-    from partseg.annotate.server import serve
+    from partseg.paint.server import serve
 
     root = annotation_folder(tmp_path)
     (root / "images" / "bomb.png").write_bytes(png_declaring(7000, 7000))
