@@ -1,8 +1,11 @@
 # partseg: the pipeline for `snakemake --cores all`.
 #
-# One rule per stage, named as in dvc.yaml, stages/<name>.py and params.yaml; each runs
-# `python -m stages.<name>` with the same paths as dvc.yaml (tests/test_dag.py checks that
-# both files declare the same stages, data dependencies, outputs and params sections).
+# This file holds the configuration, the targets and the hooks; the rules are in rules/*.smk,
+# one file per topic, included in the order the default run's data flows, and in
+# experiments/rules/*.smk (the paper's other experiments). One rule per stage, named as in
+# dvc.yaml, stages/<name>.py and params.yaml; each runs `python -m stages.<name>` with the
+# paths dvc.yaml gives it, all of which the stage requires (tests/test_dag.py checks that both
+# files declare the same stages, data dependencies, outputs, params sections and arguments).
 # Each rule's `params:` holds the params.yaml sections it reads, so changing one of them
 # reruns exactly that rule and what depends on it. Logs: results/logs/, timings:
 # results/benchmarks/ (the report reads them). Stages that use a GPU when one is present
@@ -24,7 +27,9 @@ check_params_or_stop()
 GPUS = int(os.environ.get("PARTSEG_GPUS", "0"))
 PROCESSES = max(1, int(os.environ.get("PARTSEG_PROCESSES") or GPUS or 1))
 SHARDS = config["synthesize"]["shards"]
-CONDA_ENV = "envs/partseg.yaml"  # only used with --use-conda
+# Only used with --use-conda. A conda env path in an included file is read from that file's
+# folder: CONDA_ENV from rules/, EXPERIMENTS_CONDA_ENV (below) from experiments/rules/.
+CONDA_ENV = "../envs/partseg.yaml"
 LOGS = "results/logs"
 BENCH = "results/benchmarks"
 CORES = total_cores()
@@ -50,375 +55,15 @@ rule all:
     default_target: True
 
 
-rule dataset:
-    input:
-        code=stage_code("dataset"),
-        user_data=config["data"]["path"],
-    output:
-        directory("data/dataset"),
-    params:
-        section("data", "dataset"),
-    log:
-        f"{LOGS}/dataset.log",
-    benchmark:
-        f"{BENCH}/dataset.tsv"
-    threads: CORES  # runs alone, first: render with every core
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.dataset --threads {threads} --out {output} 2>&1 | tee {log}"
-
-
-rule train_gan:
-    input:
-        code=stage_code("train_gan"),
-        pretrained="data/pretrained/demo_gan",
-        dataset="data/dataset",
-    output:
-        directory("results/train_gan"),
-    params:
-        section("data", "dataset.seed", "train_gan"),
-    log:
-        f"{LOGS}/train_gan.log",
-    benchmark:
-        f"{BENCH}/train_gan.tsv"
-    threads: LONG_BRANCH
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=4000,
-        runtime=24 * 60,
-        gpu=GPUS,
-        processes=PROCESSES,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.train_gan --threads {threads} --processes {resources.processes} "
-        "--dataset {input.dataset} "
-        "--snapshots checkpoints/train_gan --out {output} 2>&1 | tee {log}"
-
-
-rule sample:
-    input:
-        code=stage_code("sample"),
-        generator="results/train_gan",
-    output:
-        directory("results/sample"),
-    params:
-        section("sample"),
-    log:
-        f"{LOGS}/sample.log",
-    benchmark:
-        f"{BENCH}/sample.tsv"
-    threads: 1
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.sample --threads {threads} --generator {input.generator} "
-        "--out {output} 2>&1 | tee {log}"
-
-
-rule baselines:
-    input:
-        code=stage_code("baselines"),
-        dataset="data/dataset",
-    output:
-        directory("results/baselines"),
-    params:
-        section("data", "baselines", "train_autoshot.unet", "train_autoshot.augment",
-                "train_autoshot.batch_size", "train_autoshot.lr", "train_autoshot.weight_decay"),
-    log:
-        f"{LOGS}/baselines.log",
-    benchmark:
-        f"{BENCH}/baselines.tsv"
-    threads: LONG_BRANCH
-    priority: LONG_BRANCH_PRIORITY
-    resources:
-        mem_mb=4000,
-        runtime=4 * 60,
-        gpu=GPUS,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.baselines --threads {threads} --dataset {input.dataset} "
-        "--snapshots checkpoints/baselines --out {output} 2>&1 | tee {log}"
-
-
-rule train_annotator:
-    input:
-        code=stage_code("train_annotator"),
-        pretrained="data/pretrained/annotator",
-        dataset="data/dataset",
-    output:
-        directory("results/train_annotator"),
-    params:
-        section("data", "annotate.source", "train_annotator"),
-    log:
-        f"{LOGS}/train_annotator.log",
-    benchmark:
-        f"{BENCH}/train_annotator.tsv"
-    threads: BESIDE_BASELINES
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=4000,
-        runtime=2 * 60,
-        gpu=GPUS,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.train_annotator --threads {threads} --dataset {input.dataset} "
-        "--snapshots checkpoints/train_annotator --out {output} 2>&1 | tee {log}"
-
-
-rule annotate:
-    input:
-        code=stage_code("annotate"),
-        dataset="data/dataset",
-        generator="results/train_gan",
-        samples="results/sample",
-        annotator="results/train_annotator",
-        manual_dir=config["annotate"]["manual_dir"],
-    output:
-        directory("results/annotate"),
-    params:
-        section("annotate", "inversion"),
-    log:
-        f"{LOGS}/annotate.log",
-    benchmark:
-        f"{BENCH}/annotate.tsv"
-    threads: BESIDE_BASELINES
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.annotate --threads {threads} --dataset {input.dataset} "
-        "--generator {input.generator} --samples {input.samples} "
-        "--annotator {input.annotator}/annotator.pt --out {output} 2>&1 | tee {log}"
-
-
-rule features:
-    input:
-        code=stage_code("features"),
-        generator="results/train_gan",
-        annotations="results/annotate",
-    output:
-        directory("results/features"),
-    params:
-        section("features"),
-    log:
-        f"{LOGS}/features.log",
-    benchmark:
-        f"{BENCH}/features.tsv"
-    threads: BESIDE_BASELINES
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=2000,
-        runtime=60,
-        gpu=GPUS,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.features --threads {threads} --generator {input.generator} "
-        "--annotations {input.annotations} --out {output} 2>&1 | tee {log}"
-
-
-rule train_fewshot:
-    input:
-        code=stage_code("train_fewshot"),
-        features="results/features",
-        annotations="results/annotate",
-    output:
-        directory("results/train_fewshot"),
-    params:
-        section("train_fewshot"),
-    log:
-        f"{LOGS}/train_fewshot.log",
-    benchmark:
-        f"{BENCH}/train_fewshot.tsv"
-    threads: BESIDE_BASELINES
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPUS,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.train_fewshot --threads {threads} --features {input.features} "
-        "--annotations {input.annotations} --out {output} 2>&1 | tee {log}"
-
-
-rule invert_test:
-    input:
-        code=stage_code("invert_test"),
-        dataset="data/dataset",
-        generator="results/train_gan",
-    output:
-        directory("results/invert_test"),
-    params:
-        section("dataset", "inversion", "features", "invert_test"),
-    log:
-        f"{LOGS}/invert_test.log",
-    benchmark:
-        f"{BENCH}/invert_test.tsv"
-    threads: BESIDE_BASELINES
-    resources:
-        mem_mb=4000,
-        runtime=4 * 60,
-        gpu=GPUS,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.invert_test --threads {threads} --dataset {input.dataset} "
-        "--generator {input.generator} --out {output} 2>&1 | tee {log}"
-
-
-rule predict_oneshot:
-    input:
-        code=stage_code("predict_oneshot"),
-        inversions="results/invert_test",
-        fewshot="results/train_fewshot",
-    output:
-        directory("results/predict_oneshot"),
-    params:
-        section("data"),
-    log:
-        f"{LOGS}/predict_oneshot.log",
-    benchmark:
-        f"{BENCH}/predict_oneshot.tsv"
-    threads: BESIDE_BASELINES
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.predict_oneshot --threads {threads} --inversions {input.inversions} "
-        "--fewshot {input.fewshot} --out {output} 2>&1 | tee {log}"
-
-
-rule synthesize:
-    input:
-        code=stage_code("synthesize"),
-        generator="results/train_gan",
-        fewshot="results/train_fewshot",
-    output:
-        directory("results/synthesize/shard_{shard}"),
-    params:
-        section("features", "synthesize"),
-    log:
-        f"{LOGS}/synthesize_shard_{{shard}}.log",
-    benchmark:
-        f"{BENCH}/synthesize_shard_{{shard}}.tsv"
-    wildcard_constraints:
-        shard=r"\d+",
-    threads: 1
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=4000,
-        runtime=2 * 60,
-        gpu=GPUS,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.synthesize --threads {threads} --shard {wildcards.shard} "
-        "--generator {input.generator} --fewshot {input.fewshot} --out {output} 2>&1 | tee {log}"
-
-
-rule train_autoshot:
-    input:
-        code=stage_code("train_autoshot"),
-        shards=expand("results/synthesize/shard_{shard}", shard=SHARDS),
-        dataset="data/dataset",
-    output:
-        directory("results/train_autoshot"),
-    params:
-        section("data", "synthesize.shards", "train_autoshot"),
-    log:
-        f"{LOGS}/train_autoshot.log",
-    benchmark:
-        f"{BENCH}/train_autoshot.tsv"
-    threads: BESIDE_BASELINES
-    priority: CRITICAL_PATH
-    resources:
-        mem_mb=4000,
-        runtime=4 * 60,
-        gpu=GPUS,
-        processes=PROCESSES,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.train_autoshot --threads {threads} --processes {resources.processes} "
-        "--shards results/synthesize "
-        "--dataset {input.dataset} --snapshots checkpoints/train_autoshot --out {output} "
-        "2>&1 | tee {log}"
-
-
-rule evaluate:
-    input:
-        code=stage_code("evaluate"),
-        dataset="data/dataset",
-        annotations="results/annotate",
-        oneshot="results/predict_oneshot",
-        inversions="results/invert_test",
-        autoshot="results/train_autoshot",
-        baselines="results/baselines",
-        shards=expand("results/synthesize/shard_{shard}", shard=SHARDS),
-        annotator="results/train_annotator",
-    output:
-        directory("results/evaluate"),
-    params:
-        section("train_fewshot.network", "evaluate"),
-    log:
-        f"{LOGS}/evaluate.log",
-    benchmark:
-        f"{BENCH}/evaluate.tsv"
-    threads: CORES
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.evaluate --threads {threads} --dataset {input.dataset} "
-        "--annotations {input.annotations} --oneshot {input.oneshot} "
-        "--inversions {input.inversions} --autoshot {input.autoshot} "
-        "--baselines {input.baselines} --shards results/synthesize "
-        "--annotator {input.annotator}/annotator.pt --out {output} 2>&1 | tee {log}"
-
-
-rule report:
-    input:
-        code=stage_code("report"),
-        params_file="params.yaml",
-        evaluation="results/evaluate",
-        annotations="results/annotate",
-        generator="results/train_gan",
-    output:
-        directory("results/report"),
-    log:
-        f"{LOGS}/report.log",
-    benchmark:
-        f"{BENCH}/report.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        CONDA_ENV
-    shell:
-        "python -m stages.report --threads {threads} --evaluation {input.evaluation} "
-        "--annotations {input.annotations} --generator {input.generator} "
-        "--benchmarks results/benchmarks --out {output} 2>&1 | tee {log}"
+# ---- The default run's rules, by topic ---------------------------------------------------
+include: "rules/data.smk"
+include: "rules/gan.smk"
+include: "rules/baselines.smk"
+include: "rules/shots.smk"
+include: "rules/fewshot.smk"
+include: "rules/oneshot.smk"
+include: "rules/autoshot.smk"
+include: "rules/evaluate.smk"
 
 
 # ---- The paper's other experiments (not in `all`) ---------------------------------------
@@ -427,7 +72,6 @@ rule report:
 # `dvc repro` leaves them out too (experiments/README.md). Each experiments/rules/<name>.smk
 # adds its output folder to EXPERIMENTS.
 EXPERIMENTS = {}
-# A conda env path in an included file is read from that file's folder (experiments/rules/).
 EXPERIMENTS_CONDA_ENV = "../../envs/partseg.yaml"
 
 

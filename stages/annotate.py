@@ -71,11 +71,11 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--samples", default="results/sample")
-    parser.add_argument("--annotator", default="results/train_annotator/annotator.pt")
-    parser.add_argument("--out", default="results/annotate")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--samples", required=True)
+    parser.add_argument("--annotator", required=True)
+    parser.add_argument("--out", required=True)
     parser.add_argument("--protocol", default=None,
                         help="annotate in this protocol (face10, face4, grid4, bands3) instead of "
                              "the dataset's classes")

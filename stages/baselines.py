@@ -107,7 +107,7 @@ def _cpu_count() -> int:
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--snapshots", default="checkpoints/baselines")
-    parser.add_argument("--out", default="results/baselines")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--snapshots", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("baselines", parser, build)

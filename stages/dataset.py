@@ -59,5 +59,5 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--out", default="data/dataset")
+    parser.add_argument("--out", required=True)
     run_stage("dataset", parser, build)

@@ -67,16 +67,16 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--annotations", default="results/annotate")
-    parser.add_argument("--oneshot", default="results/predict_oneshot")
-    parser.add_argument("--inversions", default="results/invert_test")
-    parser.add_argument("--autoshot", default="results/train_autoshot")
-    parser.add_argument("--baselines", default="results/baselines")
-    parser.add_argument("--shards", default="results/synthesize")
-    parser.add_argument("--annotator", default="results/train_annotator/annotator.pt",
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--annotations", required=True)
+    parser.add_argument("--oneshot", required=True)
+    parser.add_argument("--inversions", required=True)
+    parser.add_argument("--autoshot", required=True)
+    parser.add_argument("--baselines", required=True)
+    parser.add_argument("--shards", required=True)
+    parser.add_argument("--annotator", required=True,
                         help="the simulated annotator ('' when a person annotated)")
-    parser.add_argument("--out", default="results/evaluate")
+    parser.add_argument("--out", required=True)
     parser.add_argument("--protocol", default=None,
                         help="score in this protocol (face10, face4, grid4, bands3) instead of "
                              "the dataset's classes")

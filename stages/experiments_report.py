@@ -29,8 +29,8 @@ if __name__ == "__main__":
     parser = stage_parser(__doc__)
     parser.add_argument("--sections", nargs="+", required=True,
                         help="experiment output folders, each with a section.md, in report order")
-    parser.add_argument("--benchmarks", default="results/benchmarks")
+    parser.add_argument("--benchmarks", required=True)
     parser.add_argument("--timed-stages", nargs="*", default=[],
                         help="experiment stages whose benchmark files give the Time table")
-    parser.add_argument("--out", default="experiments/results/experiments_report")
+    parser.add_argument("--out", required=True)
     run_stage("experiments_report", parser, build)

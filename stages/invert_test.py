@@ -62,7 +62,7 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--out", default="results/invert_test")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("invert_test", parser, build)

@@ -67,8 +67,8 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--inversions", default="results/invert_test")
-    parser.add_argument("--out", default="experiments/results/partitions")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--inversions", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("partitions", parser, build)

@@ -41,7 +41,7 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--inversions", default="results/invert_test")
-    parser.add_argument("--fewshot", default="results/train_fewshot")
-    parser.add_argument("--out", default="results/predict_oneshot")
+    parser.add_argument("--inversions", required=True)
+    parser.add_argument("--fewshot", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("predict_oneshot", parser, build)

@@ -49,8 +49,8 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--shots", default="experiments/results/shots")
-    parser.add_argument("--inversions", default="results/invert_test")
-    parser.add_argument("--out", default="experiments/results/protocols")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--shots", required=True)
+    parser.add_argument("--inversions", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("protocols", parser, build)

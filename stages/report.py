@@ -20,9 +20,9 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--evaluation", default="results/evaluate")
-    parser.add_argument("--annotations", default="results/annotate")
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--benchmarks", default="results/benchmarks")
-    parser.add_argument("--out", default="results/report")
+    parser.add_argument("--evaluation", required=True)
+    parser.add_argument("--annotations", required=True)
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--benchmarks", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("report", parser, build)

@@ -33,6 +33,6 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--out", default="results/sample")
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("sample", parser, build)

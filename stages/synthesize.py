@@ -36,7 +36,7 @@ def build(args, params):
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
     parser.add_argument("--shard", type=int, required=True)
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--fewshot", default="results/train_fewshot")
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--fewshot", required=True)
     parser.add_argument("--out", required=True, help="results/synthesize/shard_<shard>")
     run_stage("synthesize", parser, build)

@@ -16,11 +16,11 @@ from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def train_new(options, resolution: int, classes: list[str], out: Path, snapshots: Path, threads: int):
-    from partseg.annotator import render_training_faces
     from partseg.autoshot.train import save_segmenter, train_segmenter
     from partseg.data.protocols import merge_labels, merges_face_classes
     from partseg.data.synthetic import FACE_CLASSES
     from partseg.device import resolve_device
+    from partseg.shots.simulated_annotator import render_training_faces
 
     images, masks = render_training_faces(options.n_images, seed=options.seed,
                                           resolution=resolution, workers=max(1, threads))
@@ -42,9 +42,9 @@ def train_new(options, resolution: int, classes: list[str], out: Path, snapshots
 def adopt(checkpoint: str, classes: list[str], resolution: int, out: Path) -> dict:
     import shutil
 
-    from partseg.annotator import check_annotator
     from partseg.autoshot.train import load_segmenter
     from partseg.errors import PartsegError
+    from partseg.shots.simulated_annotator import check_annotator
 
     if not Path(checkpoint).is_file():
         raise PartsegError(f"params key train_annotator.checkpoint: {checkpoint} does not exist "
@@ -57,9 +57,9 @@ def adopt(checkpoint: str, classes: list[str], resolution: int, out: Path) -> di
 def build(args, params):
     import torch
 
-    from partseg.annotator import score_on_split
     from partseg.autoshot.train import load_segmenter
     from partseg.data.folder import load_classes, load_split_arrays
+    from partseg.shots.simulated_annotator import score_on_split
 
     options, resolution = params.train_annotator, params.data.resolution
     classes = load_classes(args.dataset)
@@ -85,7 +85,7 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--snapshots", default="checkpoints/train_annotator")
-    parser.add_argument("--out", default="results/train_annotator")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--snapshots", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("train_annotator", parser, build)

@@ -92,9 +92,9 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--shards", default="results/synthesize",
+    parser.add_argument("--shards", required=True,
                         help="folder of the shard_<id> folders")
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--snapshots", default="checkpoints/train_autoshot")
-    parser.add_argument("--out", default="results/train_autoshot")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--snapshots", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("train_autoshot", parser, build, distributed=True)

@@ -38,7 +38,7 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--features", default="results/features")
-    parser.add_argument("--annotations", default="results/annotate")
-    parser.add_argument("--out", default="results/train_fewshot")
+    parser.add_argument("--features", required=True)
+    parser.add_argument("--annotations", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("train_fewshot", parser, build)

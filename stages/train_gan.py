@@ -110,7 +110,7 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", default="data/dataset")
-    parser.add_argument("--snapshots", default="checkpoints/train_gan")
-    parser.add_argument("--out", default="results/train_gan")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--snapshots", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("train_gan", parser, build, distributed=True)

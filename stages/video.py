@@ -54,9 +54,9 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--clip", default="experiments/results/video_clip")
-    parser.add_argument("--generator", default="results/train_gan")
-    parser.add_argument("--fewshot", default="results/train_fewshot")
-    parser.add_argument("--autoshot", default="results/train_autoshot")
-    parser.add_argument("--out", default="experiments/results/video")
+    parser.add_argument("--clip", required=True)
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--fewshot", required=True)
+    parser.add_argument("--autoshot", required=True)
+    parser.add_argument("--out", required=True)
     run_stage("video", parser, build)

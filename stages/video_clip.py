@@ -50,5 +50,5 @@ def build(args, params):
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
-    parser.add_argument("--out", default="experiments/results/video_clip")
+    parser.add_argument("--out", required=True)
     run_stage("video_clip", parser, build)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -46,3 +48,16 @@ def two_squares(n: int = 4, size: int = 16, seed: int = 0, noise: int = 15):
     jitter = rng.integers(-noise, noise + 1, (n, size, size, 3))
     images = np.clip(colours[masks] + jitter, 0, 255).astype(np.uint8)
     return images, masks
+
+
+def required_stage_arguments(stage: str) -> set[str]:
+    """The arguments stages/<stage>.py declares `required=True`: every path it reads or writes
+    (a stage has no default path; the Snakefile and dvc.yaml pass them all), and synthesize's
+    --shard."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    tree = ast.parse((root / "stages" / f"{stage}.py").read_text())
+    return {call.args[0].value[2:] for call in ast.walk(tree)
+            if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument"
+            and any(k.arg == "required" and getattr(k.value, "value", False) for k in call.keywords)}

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import required_stage_arguments
 from partseg.data.folder import stem_problem
 from partseg.data.packed import load_packed_split, pack_folder_dataset, read_stems, write_stems
 from partseg.errors import PartsegError
@@ -280,7 +281,11 @@ def stage(name: str, build: Callable[[Path], tuple[dict, Path | None, list]]):
     def make(tmp: Path) -> list:
         sections, folder, extra = build(tmp)
         path = params_file(tmp / "p.yaml", sections, folder)
-        return [f"stages.{name}", "--params", path, *extra, "--out", tmp / "out"]
+        # The paths a case does not name: absent, as in a fresh clone before any stage ran.
+        given = {str(word) for word in extra}
+        absent = [word for arg in sorted(required_stage_arguments(name) - {"out", "shard"})
+                  if f"--{arg}" not in given for word in (f"--{arg}", tmp / "absent" / arg)]
+        return [f"stages.{name}", "--params", path, *extra, *absent, "--out", tmp / "out"]
     return make
 
 
@@ -483,7 +488,7 @@ def annotation_folder(tmp: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path):
-    from partseg.annotate.server import serve
+    from partseg.paint.server import serve
 
     root = annotation_folder(tmp_path)
     (root / "images" / "bomb.png").write_bytes(png_declaring(7000, 7000))

@@ -16,7 +16,7 @@ def test_imports_inside_functions_count():
     assert "src/partseg/autoshot/train.py" in code_deps.stage_code("train_autoshot")
     assert "src/partseg/gan/checkpoint.py" in code_deps.stage_code("synthesize")
     assert "src/partseg/autoshot/synthesize.py" in code_deps.stage_code("synthesize")
-    assert "src/partseg/annotator.py" in code_deps.stage_code("annotate")
+    assert "src/partseg/shots/simulated_annotator.py" in code_deps.stage_code("annotate")
 
 
 def test_a_closure_holds_what_the_stage_runs_and_nothing_else():
@@ -41,7 +41,7 @@ def test_package_exports_are_lazy_and_resolve():
     import partseg.gan as gan
 
     # Every exported name names a real attribute of the submodule it points to.
-    for package in ("annotate", "autoshot", "data", "features", "fewshot", "gan"):
+    for package in ("autoshot", "data", "features", "fewshot", "gan", "paint"):
         exports = code_deps._exports(f"partseg.{package}")
         assert exports, package
         for name, module in exports.items():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import required_stage_arguments
 from partseg.params import Params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,40 @@ def snakemake_rules() -> dict[str, dict]:
                 "benchmark": rule.benchmark,
                 "resources": dict(rule.resources),
                 "shell": rule.shellcmd,
+                "command": command(rule),
             }
         return rules
+
+
+def command(rule) -> str:
+    """A rule's shell command with its named inputs, output and shard wildcard filled in."""
+    def fill(match):
+        kind, _, name = match.group(1).partition(".")
+        if kind == "input" and name:
+            value = rule.input[name]
+            return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if kind == "output":
+            return normalise(str(rule.output[0])).replace(",\\d+", "")
+        if kind == "wildcards":
+            return "{" + name + "}"
+        return match.group(0)
+
+    return re.sub(r"\{([a-z_.]+)\}", fill, rule.shellcmd.split(" 2>&1")[0])
+
+
+def arguments(cmd: str) -> dict[str, list[str]]:
+    """A stage command's arguments, `--name value ...` -> {name: [value, ...]}, without the ones
+    only Snakemake passes (threads and processes: its scheduling, not the stage's inputs)."""
+    import shlex
+
+    args, name = {}, None
+    for word in shlex.split(cmd)[3:]:  # after `python -m stages.<name>`
+        if word.startswith("--"):
+            name = word[2:]
+            args[name] = []
+        else:
+            args[name].append(normalise(word.replace("${item}", "{shard}")))
+    return {k: v for k, v in args.items() if k not in ("threads", "processes")}
 
 
 def out_path(out) -> str:
@@ -130,6 +163,17 @@ def test_each_stage_runs_its_own_module(both):
         assert stages[name]["cmd"].startswith(module), name
         assert rules[name]["shell"].startswith(module), name
         assert (ROOT / "stages" / f"{name}.py").is_file(), name
+
+
+def test_both_tools_pass_the_same_paths(both):
+    """Paths are said once, by the DAG: a stage has no default path, so each tool's command
+    passes every one, and the two commands pass the same."""
+    rules, stages = both
+    for name in stages:
+        dvc = arguments(stages[name]["cmd"])
+        assert arguments(rules[name]["command"]) == dvc, name
+        missing = required_stage_arguments(name) - set(dvc)
+        assert not missing, f"{name}: the commands do not pass {missing}"
 
 
 def test_params_sections_exist(both):

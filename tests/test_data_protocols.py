@@ -109,8 +109,8 @@ def face10_annotator(tmp_path):
 
 
 def test_annotator_labels_are_merged_to_the_protocol(face10_annotator):
-    from partseg.annotator import annotator_labels, check_annotator
     from partseg.autoshot.train import predict_labels
+    from partseg.shots.simulated_annotator import annotator_labels, check_annotator
 
     model, path = face10_annotator
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)

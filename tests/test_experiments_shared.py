@@ -119,6 +119,7 @@ def test_report_names_a_missing_section(tmp_path, monkeypatch, capsys):
     (tmp_path / "gamma").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["experiments_report", "--sections", "gamma",
+                                      "--benchmarks", str(tmp_path / "benchmarks"),
                                       "--out", str(tmp_path / "report")])
     with pytest.raises(SystemExit):
         run_report()

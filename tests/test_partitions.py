@@ -217,7 +217,9 @@ def test_annotate_refuses_a_partition_for_the_simulated_annotator_and_unknown_na
         build(annotate_args(project, tmp_path / "out", "bands3"), simulated)
     result = subprocess.run(
         [sys.executable, "-m", "stages.annotate", "--params", str(project.root / "params.yaml"),
-         "--dataset", str(project.dataset), "--out", str(tmp_path / "out"), "--protocol", "grid5"],
+         "--dataset", str(project.dataset), "--generator", str(tmp_path / "absent"),
+         "--samples", str(tmp_path / "absent"), "--annotator", str(tmp_path / "absent.pt"),
+         "--out", str(tmp_path / "out"), "--protocol", "grid5"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert ("--protocol: 'grid5' is not a known protocol; the protocols are face10, face4, "

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from partseg.annotator import render_training_faces
 from partseg.data.synthetic import generate_synthetic_dataset, render_face_sample
 from partseg.io import load_json
+from partseg.shots.simulated_annotator import render_training_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -194,9 +194,9 @@ def fewshot_against_annotator(shard_dir: Path, annotator: Path, classes: list[st
     its labels (argmax of the shard's logits) are from the annotator's labels of the same
     images. A low score here means the features (or the shots) lose the parts, before any
     inversion or distillation."""
-    from partseg.annotator import annotator_labels
     from partseg.autoshot.train import load_segmenter
     from partseg.metrics import ConfusionMatrix
+    from partseg.shots.simulated_annotator import annotator_labels
 
     images = np.load(shard_dir / "images.npy", mmap_mode="r")[:GENERATED_IMAGES]
     fewshot = np.load(shard_dir / "logits.npy", mmap_mode="r")[:GENERATED_IMAGES].argmax(1)

@@ -1,7 +1,8 @@
 """What every pipeline stage (stages/<name>.py) does before and after its real work.
 
 A stage is run as `python -m stages.<name> --params params.yaml --<input> PATH ... --out PATH`
-by both Snakemake and DVC. It parses its paths, loads and validates params.yaml, limits torch
+by both Snakemake and DVC. Its paths are required arguments (no defaults: the Snakefile and
+dvc.yaml say them, once each; tests/test_dag.py checks the two agree). It parses its paths, loads and validates params.yaml, limits torch
 to the threads Snakemake granted, seeds, logs what it is doing, and reports its wall time.
 """
 

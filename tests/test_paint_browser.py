@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partseg.annotate.server import serve
 from partseg.io import read_mask, save_png, save_yaml
+from partseg.paint.server import serve
 
 try:
     from playwright.sync_api import sync_playwright

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from partseg.annotate.folder import IGNORE, AnnotationFolder
+from partseg.paint.folder import IGNORE, AnnotationFolder
 from partseg.errors import PartsegError
 from partseg.io import read_image
 from partseg.visualize import palette
@@ -269,7 +269,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
     def _send_static(self, name: str) -> None:
         if name not in STATIC_FILES:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no static file {name!r}")
-        body = resources.files("partseg.annotate").joinpath("static", name).read_bytes()
+        body = resources.files("partseg.paint").joinpath("static", name).read_bytes()
         self._send(body, STATIC_FILES[name])
 
     def _send_image(self, stem: str) -> None:

@@ -1,4 +1,6 @@
-"""Manual annotation: `partseg annotate` serves a local page to paint part masks.
+"""partseg.paint: the browser tool a person paints the shots' part masks with.
+
+`partseg annotate` starts it (the command keeps the name of the pipeline stage it serves):
 
 server.py  the HTTP server (standard library, 127.0.0.1 only), its JSON API and the CLI
 folder.py  the annotation folder: listing, checks, atomic mask saves
