@@ -11,6 +11,7 @@ from partseg.autoshot.train import (ArrayStack, learning_rate, load_segmenter, p
                                     save_segmenter, train_segmenter)
 from partseg.autoshot.unet import UNet
 from partseg.errors import PartsegError
+from partseg.imaging import images_to_unit_tensor
 
 TINY = {"base_channels": 8, "depth": 2}
 
@@ -219,7 +220,7 @@ def test_predict_labels_handles_mixed_sizes_in_order():
 def test_channels_last_step_matches_the_nchw_step():
     """The speed-ups (channels_last, fused Adam, max-indices accuracy) leave the maths alone."""
     images, masks = squares(n=4)
-    x = train_module.images_to_tensor(images)
+    x = images_to_unit_tensor(images)
     targets = train_module.targets_to_probabilities(masks, "hard", 3)
     valid = targets.sum(1) >= 0.5
     torch.manual_seed(0)

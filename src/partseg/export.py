@@ -49,7 +49,7 @@ METADATA_KEYS = {
     "partseg.unet": "JSON: the UNet configuration (num_classes, base_channels, depth, ...)",
     "partseg.meta": "JSON: the checkpoint's whole meta dict",
 }
-# What partseg.autoshot.train.images_to_tensor feeds the UNet: uint8 RGB / 255, NCHW float32.
+# What partseg.imaging.images_to_unit_tensor feeds the UNet: uint8 RGB / 255, NCHW float32.
 INPUT_SPEC = {"name": "images", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
               "range": [0.0, 1.0], "scale": "uint8 / 255", "mean": [0.0, 0.0, 0.0],
               "std": [1.0, 1.0, 1.0]}

@@ -104,14 +104,15 @@ class Segmenter:
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Images that share one working size (any native sizes) -> their label maps."""
-        from partseg.autoshot.train import images_to_tensor, predict_probabilities
+        from partseg.autoshot.train import predict_probabilities
+        from partseg.imaging import images_to_unit_tensor
 
         sizes = {self.working_size(*image.shape[:2]) for image in images}
         if len(sizes) != 1:
             raise ValueError(f"predict_batch: images map to several working sizes {sorted(sizes)}; "
                              "use predict() per image or group them")
         working = sizes.pop()
-        batch = torch.cat([self._resize(images_to_tensor(image[None], self.device), working)
+        batch = torch.cat([self._resize(images_to_unit_tensor(image[None], self.device), working)
                            for image in images])
         probabilities = predict_probabilities(self.model, batch)
         labels = []

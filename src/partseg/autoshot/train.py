@@ -49,6 +49,7 @@ from partseg.distributed import Ranks, convert_batchnorm, sum_over_ranks, unwrap
 from partseg.distributed import barrier as ranks_barrier
 from partseg.distributed import current as current_ranks
 from partseg.errors import PartsegError
+from partseg.imaging import images_to_unit_tensor
 from partseg.io import atomic_path, save_torch
 from partseg.progress import progress
 
@@ -120,12 +121,6 @@ def _check_data(images: ArrayStack, targets: ArrayStack, target_kind: str, num_c
                                    f"(ids 0..{num_classes - 1}, {IGNORE} = ignore)")
     else:
         raise PartsegError(f"target_kind must be 'soft' or 'hard', got {target_kind!r}")
-
-
-def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1] (the UNet's input)."""
-    tensor = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def targets_to_probabilities(targets: np.ndarray, target_kind: str, num_classes: int,
@@ -259,7 +254,7 @@ def _training_batch(image_stack: ArrayStack, target_stack: ArrayStack, indices: 
     if ranks.active:
         rows = ranks.part(len(indices))
         part, indices = (len(indices), rows), indices[rows]
-    images = images_to_tensor(image_stack.take(indices), device)
+    images = images_to_unit_tensor(image_stack.take(indices), device)
     targets = targets_to_probabilities(target_stack.take(indices), target_kind, num_classes, device)
     return _augment_batch(images, targets, augment, flip_permutation, generator, part)
 
@@ -534,7 +529,7 @@ def predict_labels(model: UNet, images: np.ndarray | Sequence[np.ndarray], batch
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(f"predict_labels: expected uint8 HxWx3 images, got {batch.shape[1:]} "
                              f"{batch.dtype}")
-        probs = predict_probabilities(model, images_to_tensor(batch, target))
+        probs = predict_probabilities(model, images_to_unit_tensor(batch, target))
         labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
         probs_np = probs.cpu().numpy() if return_probs else None
         for i in range(len(batch)):

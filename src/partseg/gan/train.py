@@ -52,7 +52,8 @@ from partseg.gan.checkpoint import save_checkpoint
 from partseg.gan.diffaugment import diff_augment
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
-from partseg.gan.sampling import images_to_uint8, seeded_z
+from partseg.gan.sampling import seeded_z
+from partseg.imaging import signed_tensor_to_images, uint8_to_signed
 from partseg.io import atomic_path, list_images, read_image, save_png, save_torch, save_yaml
 from partseg.progress import progress
 
@@ -121,7 +122,7 @@ class ImageFolderData:
             uint8 = self.images[indices]
         else:
             uint8 = torch.from_numpy(np.stack([self._read(self.paths[i]) for i in indices.tolist()]))
-        return uint8.to(device).float() / 127.5 - 1.0
+        return uint8_to_signed(uint8.to(device))
 
 
 # ---- grids --------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def grid_size(size: int) -> int:
 @torch.no_grad()
 def render_grid(generator: Generator, z: torch.Tensor) -> np.ndarray:
     device = generator.input.input.device
-    images = [images_to_uint8(generator(z[i:i + 16].to(device), noise="const"))
+    images = [signed_tensor_to_images(generator(z[i:i + 16].to(device), noise="const"))
               for i in range(0, len(z), 16)]
     return image_grid(np.concatenate(images), grid_size(generator.size))
 

@@ -20,6 +20,7 @@ import torch
 
 from partseg.errors import PartsegError
 from partseg.gan.train import snapshot_path, snapshot_steps, write_log
+from partseg.imaging import uint8_to_signed
 from partseg.io import save_png, save_torch
 from partseg.progress import progress
 from partseg.vae.evaluate import reconstruction_grid
@@ -118,7 +119,7 @@ def resume(state: VAETraining, folder: Path) -> bool:
 def train_step(state: VAETraining, images: torch.Tensor) -> dict:
     """One Adam step on a batch drawn (with replacement) from the uint8 images [N, 3, H, W]."""
     index = torch.randint(images.shape[0], (state.options["batch_size"],))
-    batch = images[index].float() / 127.5 - 1.0
+    batch = uint8_to_signed(images[index])
     loss, parts = state.vae.loss(batch)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -150,7 +151,7 @@ def train_vae(images: np.ndarray, snapshot_dir: str | Path, options: dict,
     folder = Path(snapshot_dir)
     folder.mkdir(parents=True, exist_ok=True)
     data = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    grid_images = data[:GRID_IMAGES].float() / 127.5 - 1.0
+    grid_images = uint8_to_signed(data[:GRID_IMAGES])
     state = VAETraining(options)
     resume(state, folder)
     state.vae.train()
