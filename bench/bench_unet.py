@@ -60,7 +60,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from partseg.autoshot import train as trainer
-from partseg.autoshot.train import predict_labels, train_segmenter
+from partseg.autoshot.segmenter import predict_labels
+from partseg.autoshot.train import train_segmenter
 from partseg.autoshot.unet import UNet
 from partseg.data.folder import load_classes, load_split_arrays
 from partseg.imaging import images_to_unit_tensor

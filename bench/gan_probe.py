@@ -33,7 +33,7 @@ def segmenter_labeler(path: str, classes: list[str]):
     import numpy as np
 
     from partseg.annotator import annotator_labels
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
 
     model = load_segmenter(path)
     return lambda images: np.stack([labels for labels, _ in

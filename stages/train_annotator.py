@@ -17,7 +17,8 @@ from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 def train_new(options, resolution: int, classes: list[str], out: Path, snapshots: Path, threads: int):
     from partseg.annotator import render_training_faces
-    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.train import train_segmenter
     from partseg.data.protocols import merge_labels, merges_face_classes
     from partseg.data.synthetic import FACE_CLASSES
     from partseg.device import resolve_device
@@ -43,7 +44,7 @@ def adopt(checkpoint: str, classes: list[str], resolution: int, out: Path) -> di
     import shutil
 
     from partseg.annotator import check_annotator
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.errors import PartsegError
 
     if not Path(checkpoint).is_file():
@@ -58,7 +59,7 @@ def build(args, params):
     import torch
 
     from partseg.annotator import score_on_split
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.data.folder import load_classes, load_split_arrays
 
     options, resolution = params.train_annotator, params.data.resolution

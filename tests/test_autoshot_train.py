@@ -7,8 +7,8 @@ import torch
 from conftest import two_squares
 
 from partseg.autoshot import train as train_module
-from partseg.autoshot.train import (ArrayStack, learning_rate, load_segmenter, predict_labels,
-                                    save_segmenter, train_segmenter)
+from partseg.autoshot.segmenter import load_segmenter, predict_labels, save_segmenter
+from partseg.autoshot.train import ArrayStack, learning_rate, train_segmenter
 from partseg.autoshot.unet import UNet
 from partseg.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor

@@ -141,7 +141,7 @@ class Case:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A tiny (untrained) segmenter file; what is refused here never depends on its skill."""
-    from partseg.autoshot.train import save_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
     from partseg.autoshot.unet import UNet
 
     torch.manual_seed(0)

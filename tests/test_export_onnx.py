@@ -14,8 +14,8 @@ onnxruntime = pytest.importorskip("onnxruntime")
 from conftest import two_squares  # noqa: E402
 
 from partseg import __version__, cli  # noqa: E402
-from partseg.autoshot.train import (load_segmenter, save_segmenter,  # noqa: E402
-                                    train_segmenter)
+from partseg.autoshot.segmenter import load_segmenter, save_segmenter
+from partseg.autoshot.train import train_segmenter
 from partseg.autoshot.unet import UNet  # noqa: E402
 from partseg.errors import PartsegError  # noqa: E402
 from partseg.export import INPUT_SPEC, OPSET, export_bytes, export_segmenter  # noqa: E402

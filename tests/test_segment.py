@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from partseg import cli
-from partseg.autoshot.train import save_segmenter, train_segmenter
+from partseg.autoshot.segmenter import save_segmenter
+from partseg.autoshot.train import train_segmenter
 from partseg.io import read_mask
 from conftest import two_squares
 from partseg.segment import Segmenter, expand_inputs, segment_paths

@@ -48,7 +48,7 @@ def segmenter_predictions(model_paths: dict[str, Path], images: np.ndarray,
                           classes: list[str] | None = None) -> dict:
     """Each model's labels of `images`; with `classes` (--protocol) re-expressed in them, and a
     model whose classes do not merge into them left out."""
-    from partseg.autoshot.train import load_segmenter, predict_labels
+    from partseg.autoshot.segmenter import load_segmenter, predict_labels
     from partseg.device import resolve_device
 
     device = resolve_device()
@@ -179,7 +179,7 @@ def fewshot_against_annotator(shard_dir: Path, annotator: Path, classes: list[st
     images. A low score here means the features (or the shots) lose the parts, before any
     inversion or distillation."""
     from partseg.annotator import annotator_labels
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.metrics import ConfusionMatrix
 
     images = np.load(shard_dir / "images.npy", mmap_mode="r")[:GENERATED_IMAGES]

@@ -181,7 +181,7 @@ def export_segmenter(model_path: str | os.PathLike, onnx_path: str | os.PathLike
     Raises PartsegError (one line naming the file) for a missing or non-segmenter input, a
     wrong output suffix, a missing onnx package or an export that ONNX Runtime disagrees with.
     """
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.io import atomic_path
 
     onnx_path = Path(onnx_path)

@@ -69,7 +69,7 @@ class Segmenter:
 
     def __init__(self, model_path: str | os.PathLike, device: str | torch.device | None = None,
                  size: int | None = None):
-        from partseg.autoshot.train import load_segmenter
+        from partseg.autoshot.segmenter import load_segmenter
 
         self.model = load_segmenter(model_path, device)
         self.meta = self.model.meta
@@ -104,7 +104,7 @@ class Segmenter:
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Images that share one working size (any native sizes) -> their label maps."""
-        from partseg.autoshot.train import predict_probabilities
+        from partseg.autoshot.segmenter import predict_probabilities
         from partseg.imaging import images_to_unit_tensor
 
         sizes = {self.working_size(*image.shape[:2]) for image in images}

@@ -68,7 +68,7 @@ def simulated_annotations(images: list[np.ndarray], annotator_path: Path, classe
     """The simulated annotator's masks of `images` in the dataset's `classes` (its 10 face
     classes merged under data.protocol face4), and its mean confidence on each."""
     from partseg.annotator import annotator_labels
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.device import resolve_device
 
     device = resolve_device()
