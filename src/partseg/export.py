@@ -7,7 +7,7 @@ The graph is the UNet alone: input "images" float32 [N,3,H,W] (RGB in [0,1], i.e
 no mean/std: the network centres its input itself), output "logits" float32 [N,K,H,W]; N, H
 and W are dynamic (any size: the graph pads to a multiple of 2**depth and crops back). The
 resizing around it (shorter side to the native resolution, probabilities back to the image's
-size) stays outside, exactly as in partseg.segment.Segmenter, so each caller can choose it.
+size) stays outside, exactly as in partseg.autoshot.segmenter.Segmenter, so each caller can choose it.
 
 What a caller needs to feed and read the model is stored in the ONNX model's metadata_props
 (string key -> value; JSON where structured), see METADATA_KEYS. The file is written

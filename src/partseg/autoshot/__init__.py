@@ -6,13 +6,14 @@
                                   predict_labels)
     augment                       geometry applied identically to image and labels, colour jitter
     unet.UNet                     the segmenter
-Inference on user images: partseg.segment (`partseg segment`).
+Inference on user images: segmenter.Segmenter, behind `partseg segment` (partseg.segment).
 """
 
 from partseg import lazy_exports
 
 # name -> submodule; imported on first use (see partseg.lazy_exports)
 _EXPORTS = {
+    "Segmenter": "segmenter",
     "UNet": "unet",
     "load_segmenter": "segmenter",
     "predict_labels": "segmenter",

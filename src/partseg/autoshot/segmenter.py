@@ -4,6 +4,8 @@
     load_segmenter(path, device)           -> UNet in eval mode, its meta as `model.meta`
     predict_probabilities(model, batch)    float [B,3,H,W] in [0,1] -> softmax [B,K,H,W]
     predict_labels(model, images)          uint8 images of any sizes -> (labels, probabilities)
+    Segmenter(path).predict(image)         an image (array or path) -> HxW labels, segmented at
+                                           the model's training scale (`partseg segment`)
 
 The file is a plain dict loadable with torch.load(weights_only=True): format
 SEGMENTER_FORMAT, version, config (UNet arguments), state_dict, meta.
@@ -17,12 +19,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from partseg.autoshot.unet import UNet
 from partseg.device import mixed_precision_dtype, resolve_device, use_mixed_precision
 from partseg.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor
-from partseg.io import save_torch
+from partseg.io import read_image, save_torch
 
 SEGMENTER_FORMAT = "partseg-segmenter"
 
@@ -120,3 +123,72 @@ def predict_labels(model: UNet, images: np.ndarray | Sequence[np.ndarray], batch
         start = stop
     return results
 
+
+# ----------------------------------------------------------------------------- images of any size
+
+# The most pixels an image is segmented at (512x1024; a 16:9 photo at a 512 px model's
+# resolution fits): the default UNet's activations take about 750 bytes a pixel, so a 1x3000
+# strip scaled to a shorter side of 32 (32x96000) once took 2 GB. Larger working sizes are
+# scaled down, whatever the aspect ratio or --size.
+MAX_WORKING_PIXELS = 1 << 19
+
+
+class Segmenter:
+    """A loaded segmenter: predict(image) -> HxW uint8 labels at the image's own size."""
+
+    def __init__(self, model_path: str | os.PathLike, device: str | torch.device | None = None,
+                 size: int | None = None):
+        self.model = load_segmenter(model_path, device)
+        self.meta = self.model.meta
+        self.device = next(self.model.parameters()).device
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.resolution = int(self.meta["resolution"])
+        self.size = self.resolution if size is None else int(size)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size an HxW image is segmented at (shorter side = self.size; 0 = native), at
+        most MAX_WORKING_PIXELS pixels (then scaled down, keeping the aspect ratio)."""
+        scale = 1.0 if self.size <= 0 else self.size / min(height, width)
+        while True:
+            working = max(1, round(height * scale)), max(1, round(width * scale))
+            computed = self._padded_pixels(*working)
+            if computed <= MAX_WORKING_PIXELS:
+                return working
+            scale *= 0.98 * (MAX_WORKING_PIXELS / computed) ** 0.5
+
+    def _padded_pixels(self, height: int, width: int) -> int:
+        """Pixels the network computes for an HxW input: the UNet pads both sides to a
+        multiple of 2**depth (so a 4 px high strip costs as much as an 8 px one)."""
+        multiple = 2 ** int(getattr(self.model, "config", {}).get("depth", 3))
+        return (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
+
+    def predict(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
+        """One image (HxWx3 uint8 array or a path) -> HxW uint8 label ids."""
+        if not isinstance(image, np.ndarray):
+            image = read_image(image)
+        return self.predict_batch([image])[0]
+
+    @torch.no_grad()
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Images that share one working size (any native sizes) -> their label maps."""
+        sizes = {self.working_size(*image.shape[:2]) for image in images}
+        if len(sizes) != 1:
+            raise ValueError(f"predict_batch: images map to several working sizes {sorted(sizes)}; "
+                             "use predict() per image or group them")
+        working = sizes.pop()
+        batch = torch.cat([self._resize(images_to_unit_tensor(image[None], self.device), working)
+                           for image in images])
+        probabilities = predict_probabilities(self.model, batch)
+        labels = []
+        for image, probs in zip(images, probabilities):
+            # back to the native size one image at a time: K x H x W floats can be large
+            native = self._resize(probs[None], image.shape[:2], antialias=False)[0]
+            labels.append(native.argmax(0).to(torch.uint8).cpu().numpy())
+        return labels
+
+    @staticmethod
+    def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                             antialias=antialias and size[0] < x.shape[-2])
