@@ -8,7 +8,7 @@ from conftest import two_squares
 
 from partseg.autoshot import train as train_module
 from partseg.autoshot.segmenter import load_segmenter, predict_labels, save_segmenter
-from partseg.autoshot.train import ArrayStack, learning_rate, train_segmenter
+from partseg.autoshot.train import ArrayStack, train_segmenter, warmup_cosine_decay_lr
 from partseg.autoshot.unet import UNet
 from partseg.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor
@@ -162,7 +162,7 @@ def test_bad_inputs_stop_with_a_clear_message(case, message):
 
 
 def test_learning_rate_warms_up_then_decays_to_one_percent():
-    rates = [learning_rate(step, 1000, 1e-3) for step in range(1000)]
+    rates = [warmup_cosine_decay_lr(step, 1000, 1e-3) for step in range(1000)]
     assert rates[0] < rates[49] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(rates[49:], rates[50:]))
     assert rates[-1] == pytest.approx(1e-5, rel=0.05)

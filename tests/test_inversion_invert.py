@@ -9,8 +9,8 @@ from partseg.features import FeatureExtractor
 from partseg.gan import Discriminator, sample_images
 from partseg.imaging import signed_tensor_to_images
 from conftest import tiny_generator
-from partseg.inversion import (inversion_targets, invert_images, learning_rate,
-                               noise_regularisation, normalise_noises, psnr)
+from partseg.inversion import (inversion_targets, invert_images, noise_regularisation,
+                               normalise_noises, psnr, warmup_flat_rampdown_lr)
 
 STEPS = 40
 
@@ -98,7 +98,7 @@ def test_same_seed_same_result(G, own_images):
 
 
 def test_learning_rate_ramps_up_then_down():
-    rates = [learning_rate(step, 100, 0.1) for step in range(100)]
+    rates = [warmup_flat_rampdown_lr(step, 100, 0.1) for step in range(100)]
     assert rates[0] < rates[4] == pytest.approx(0.1)
     assert max(rates) == pytest.approx(0.1)
     assert rates[50] == pytest.approx(0.1) and rates[99] < 0.01

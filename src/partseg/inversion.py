@@ -227,7 +227,7 @@ def _invert_batch(G, targets, *, D, perceptual, space, steps, lr, weights, optim
 
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr)
+            group["lr"] = warmup_flat_rampdown_lr(step, steps, lr)
         strength = latent_noise * max(0.0, 1.0 - step / (LATENT_NOISE_END * steps)) ** 2
         perturbation = torch.randn(w_opt.shape, generator=generator, device=w_opt.device) * strength
         ws = (w_opt + perturbation).expand(count, G.n_latent, -1)
@@ -249,8 +249,9 @@ def _invert_batch(G, targets, *, D, perceptual, space, steps, lr, weights, optim
             "loss": final_loss.double().cpu().numpy()}
 
 
-def learning_rate(step: int, steps: int, peak: float) -> float:
-    """Peak lr with a linear warm-up (first 5 %) and a cosine ramp-down (last 25 %)."""
+def warmup_flat_rampdown_lr(step: int, steps: int, peak: float) -> float:
+    """Inversion's schedule (StyleGAN2's projector): linear warm-up over the first 5 % of
+    steps, flat at the peak, cosine ramp-down to 0 over the last 25 %."""
     progress_fraction = step / steps
     ramp = min(1.0, (1.0 - progress_fraction) / LR_RAMPDOWN)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)

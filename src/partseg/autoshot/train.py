@@ -163,8 +163,9 @@ class BatchSampler:
 
 # ----------------------------------------------------------------------------- training
 
-def learning_rate(step: int, steps: int, peak: float) -> float:
-    """Linear warm-up (5% of steps, at most 100), then cosine decay to 1% of the peak."""
+def warmup_cosine_decay_lr(step: int, steps: int, peak: float) -> float:
+    """The UNet's schedule: linear warm-up (5% of steps, at most 100), then cosine decay
+    over all remaining steps to 1% of the peak."""
     warmup = min(100, max(1, steps // 20))
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -364,7 +365,7 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
             image_stack, target_stack, sampler.indices(step), target_kind, num_classes, augment,
             flip_permutation, torch.Generator().manual_seed(_seed_for(seed, 2, step)), device,
             ranks)
-        current_lr = learning_rate(step, steps, lr)
+        current_lr = warmup_cosine_decay_lr(step, steps, lr)
         window.append(training_step(trained, optimizer, batch_images, batch_targets, valid,
                                     lr=current_lr, grad_clip=grad_clip, autocast=autocast,
                                     class_weights=class_weights, scaler=scaler))
