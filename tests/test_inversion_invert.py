@@ -9,8 +9,9 @@ from partseg.features import FeatureExtractor
 from partseg.gan import Discriminator, sample_images
 from partseg.imaging import signed_tensor_to_images
 from conftest import tiny_generator
+from partseg.imaging import psnr
 from partseg.inversion import (inversion_targets, invert_images, noise_regularisation,
-                               normalise_noises, psnr, warmup_flat_rampdown_lr)
+                               normalise_noises, warmup_flat_rampdown_lr)
 
 STEPS = 40
 

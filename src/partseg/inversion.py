@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from partseg.errors import PartsegError
-from partseg.imaging import images_to_signed_tensor, signed_tensor_to_images
+from partseg.imaging import images_to_signed_tensor, psnr, signed_tensor_to_images
 from partseg.progress import progress
 
 PerceptualFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -308,12 +308,6 @@ def _feature_distance(features: Sequence[torch.Tensor], targets: Sequence[torch.
 
 
 # ----------------------------------------------------------------------------- results
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB of uint8 [N, H, W, 3] arrays (peak 255; identical images give 100)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
-    return 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 255.0 ** 2 * 1e-10))
-
 
 def _merge(results: list[dict], targets: torch.Tensor) -> dict:
     reconstructions = np.concatenate([r["reconstructions"] for r in results])

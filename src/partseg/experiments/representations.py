@@ -143,7 +143,8 @@ def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=N
 
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.imaging import signed_tensor_to_images
-    from partseg.inversion import invert_images, psnr
+    from partseg.imaging import psnr
+    from partseg.inversion import invert_images
     from partseg.params import as_dict
 
     extractor = FeatureExtractor(G, params.features.layers, params.features.resolution)

@@ -5,20 +5,11 @@ Reconstructions decode the encoder's posterior mean, so they are deterministic.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from partseg.imaging import images_to_signed_tensor, signed_tensor_to_images
+from partseg.imaging import images_to_signed_tensor, psnr_signed, signed_tensor_to_images
 from partseg.vae.model import GeneratorVAE
-
-
-def psnr_of(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two image batches in [-1, 1] (peak-to-peak 2). Float images, not uint8
-    (partseg.inversion.psnr): the training log's PSNR is measured the same way."""
-    mse = float((a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean())
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
 def reconstruction_grid(vae: GeneratorVAE, images: torch.Tensor) -> np.ndarray:
@@ -42,7 +33,7 @@ def reconstruction_report(vae: GeneratorVAE, info: dict, images: np.ndarray, sho
     options = info["options"]
     metrics = {"step": info["step"], "target_steps": options["steps"],
                "kimg": round(info["step"] * options["batch_size"] / 1000, 1),
-               "test_psnr_encoder": round(psnr_of(recon, targets), 3),
+               "test_psnr_encoder": round(psnr_signed(recon, targets), 3),
                "test_images": int(len(images))}
     picture = image_grid([list(images[:shown]), list(signed_tensor_to_images(recon[:shown]))], upscale=3)
     return metrics, picture
