@@ -25,7 +25,7 @@ Choices:
 - Resume: `snapshot_dir` holds the model, the optimiser, the step and the loss history, written
   atomically every `snapshot_every` steps. A rerun with the same arguments continues from it;
   a snapshot made with different arguments (including `steps`, which shapes the schedule) is
-  ignored with a message, so a result never mixes two configurations.
+  ignored with a message, so a result never mixes two configurations (partseg.snapshots).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ from partseg.distributed import barrier as ranks_barrier
 from partseg.distributed import current as current_ranks
 from partseg.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor
-from partseg.io import atomic_path, save_torch
+from partseg.io import atomic_path
 from partseg.progress import progress
+from partseg.snapshots import load_snapshot
+from partseg.snapshots import save as save_snapshot
 
 IGNORE = 255
 SNAPSHOT_NAME = "segmenter_snapshot.pt"
@@ -416,26 +418,19 @@ def _write_history(history: list[dict], path: str | os.PathLike) -> None:
 
 
 def _save_snapshot(snapshot_dir, fingerprint, step, model, optimizer, history) -> None:
-    save_torch({"fingerprint": fingerprint, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "history": history},
-               Path(snapshot_dir) / SNAPSHOT_NAME)
+    save_snapshot({"fingerprint": fingerprint, "step": step, "model": model.state_dict(),
+                   "optimizer": optimizer.state_dict(), "history": history},
+                  Path(snapshot_dir) / SNAPSHOT_NAME)
 
 
 def _resume(snapshot_dir, fingerprint, model, optimizer, history) -> int:
-    """Load the snapshot if it matches this run; return the step to start from."""
+    """Load the snapshot if it matches this run; return the step to start from. A snapshot
+    is a cache: a broken one or another run's is skipped with a line saying so."""
     if snapshot_dir is None:
         return 0
     path = Path(snapshot_dir) / SNAPSHOT_NAME
-    if not path.exists():
-        return 0
-    try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a snapshot is a cache: a broken one is skipped, not fatal
-        print(f"{path}: unreadable snapshot ({error}); training from scratch", file=sys.stderr)
-        return 0
-    if snapshot.get("fingerprint") != fingerprint:
-        print(f"{path}: snapshot was made with other arguments; training from scratch",
-              file=sys.stderr)
+    snapshot = load_snapshot(path, fingerprint, on_problem="restart")
+    if snapshot is None:
         return 0
     model.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optimizer"])
