@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from partseg.autoshot.train import load_segmenter, predict_labels
+from partseg.autoshot.segmenter import load_segmenter, predict_labels
 from partseg.data.folder import load_classes, load_split_arrays
 from partseg.features import FeatureExtractor, write_feature_cache
 from partseg.fewshot.predict import predict_logits

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partseg.autoshot.train import load_segmenter, save_segmenter
+from partseg.autoshot.segmenter import load_segmenter, save_segmenter
 from partseg.autoshot.unet import UNet
 from partseg.export import export_segmenter
 from partseg.params import as_dict, load_params

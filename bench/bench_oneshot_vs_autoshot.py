@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from partseg.autoshot.train import load_segmenter, predict_labels
+from partseg.autoshot.segmenter import load_segmenter, predict_labels
 from partseg.data.folder import load_split_arrays
 from partseg.features import FeatureExtractor
 from partseg.fewshot.predict import predict_logits

@@ -60,9 +60,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from partseg.autoshot import train as trainer
-from partseg.autoshot.train import predict_labels, train_segmenter
+from partseg.autoshot.segmenter import predict_labels
+from partseg.autoshot.train import train_segmenter
 from partseg.autoshot.unet import UNet
 from partseg.data.folder import load_classes, load_split_arrays
+from partseg.imaging import images_to_unit_tensor
 from partseg.metrics import ConfusionMatrix
 from partseg.params import as_dict, load_params
 
@@ -187,7 +189,7 @@ def speed(args, params) -> None:
 
     def sample_only(step=0):
         indices = sampler.indices(step)
-        trainer.images_to_tensor(image_stack.take(indices))
+        images_to_unit_tensor(image_stack.take(indices))
         trainer.targets_to_probabilities(target_stack.take(indices), "hard", num_classes)
 
     raw_images, raw_targets, _ = batch(augmented=False)

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from partseg.autoshot.train import (_adam, _augment_batch, learning_rate, training_step,
-                                    AUGMENT_DEFAULTS)
+from partseg.autoshot.train import (AUGMENT_DEFAULTS, _adam, _augment_batch, training_step,
+                                    warmup_cosine_decay_lr)
 from partseg.autoshot.unet import UNet
 from partseg.device import mixed_precision_dtype
 from partseg.params import as_dict, load_params
@@ -50,8 +50,9 @@ def main() -> None:
 
     def step(number: int):
         batch = _augment_batch(images, targets, dict(AUGMENT_DEFAULTS), None, generator)
-        return training_step(model, optimizer, *batch, lr=learning_rate(number, 1000, 1e-3),
-                             grad_clip=1.0, autocast=autocast, scaler=scaler)
+        lr = warmup_cosine_decay_lr(number, 1000, 1e-3)
+        return training_step(model, optimizer, *batch, lr=lr, grad_clip=1.0, autocast=autocast,
+                             scaler=scaler)
 
     for number in range(5):
         step(number)

@@ -32,8 +32,8 @@ def segmenter_labeler(path: str, classes: list[str]):
     (a 10-class face annotator's labels are merged under data.protocol face4)."""
     import numpy as np
 
-    from partseg.autoshot.train import load_segmenter
     from partseg.shots.simulated_annotator import annotator_labels
+    from partseg.autoshot.segmenter import load_segmenter
 
     model = load_segmenter(path)
     return lambda images: np.stack([labels for labels, _ in

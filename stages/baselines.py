@@ -27,7 +27,8 @@ def train_one(name: str, count: int, images, masks, classes: list[str], resoluti
     """Train and save one baseline UNet (also the body of a worker process)."""
     import torch
 
-    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.train import train_segmenter
     from partseg.device import resolve_device
 
     if threads:

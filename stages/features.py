@@ -17,8 +17,8 @@ from partseg.stage import log, run_stage, stage_parser
 def build(args, params):
     from partseg.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
-    from partseg.features.extract import resize_masks
     from partseg.gan import load_generator
+    from partseg.imaging import resize_masks
     from partseg.io import load_json, load_weights
     from partseg.params import as_dict
 

@@ -43,8 +43,8 @@ def cache_features(out: Path, shots: dict, generator_dir: Path, params) -> None:
     from partseg.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.gan import load_generator
+    from partseg.imaging import resize_masks
     from partseg.params import as_dict
-    from partseg.features.extract import resize_masks
 
     device = resolve_device()
     checkpoint = generator_dir / "generator.pt"

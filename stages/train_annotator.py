@@ -16,7 +16,8 @@ from partseg.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def train_new(options, resolution: int, classes: list[str], out: Path, snapshots: Path, threads: int):
-    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.train import train_segmenter
     from partseg.data.protocols import merge_labels, merges_face_classes
     from partseg.data.synthetic import FACE_CLASSES
     from partseg.device import resolve_device
@@ -42,9 +43,9 @@ def train_new(options, resolution: int, classes: list[str], out: Path, snapshots
 def adopt(checkpoint: str, classes: list[str], resolution: int, out: Path) -> dict:
     import shutil
 
-    from partseg.autoshot.train import load_segmenter
-    from partseg.errors import PartsegError
     from partseg.shots.simulated_annotator import check_annotator
+    from partseg.autoshot.segmenter import load_segmenter
+    from partseg.errors import PartsegError
 
     if not Path(checkpoint).is_file():
         raise PartsegError(f"params key train_annotator.checkpoint: {checkpoint} does not exist "
@@ -57,9 +58,9 @@ def adopt(checkpoint: str, classes: list[str], resolution: int, out: Path) -> di
 def build(args, params):
     import torch
 
-    from partseg.autoshot.train import load_segmenter
-    from partseg.data.folder import load_classes, load_split_arrays
     from partseg.shots.simulated_annotator import score_on_split
+    from partseg.autoshot.segmenter import load_segmenter
+    from partseg.data.folder import load_classes, load_split_arrays
 
     options, resolution = params.train_annotator, params.data.resolution
     classes = load_classes(args.dataset)

@@ -33,7 +33,8 @@ def load_shards(synthesize_dir: Path, shards: list[int]) -> tuple[list, list]:
 
 
 def build(args, params):
-    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.train import train_segmenter
     from partseg.data.folder import load_classes
     from partseg.device import resolve_device
     from partseg.distributed import current

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from partseg.autoshot.synthesize import synthesize_shard
-from partseg.gan.sampling import images_to_uint8, seeded_z
+from partseg.gan.sampling import seeded_z
+from partseg.imaging import signed_tensor_to_images
 
 SIZE, FEATURE_SIZE, STYLE_DIM, N_LATENT, CHANNELS, CLASSES = 16, 8, 6, 4, 5, 3
 
@@ -85,7 +86,7 @@ def _expected(generator, extractor, fewshot, seed, count, truncation=1.0):
         features, images = extractor(w[:, None].repeat(1, N_LATENT, 1))
         logits = F.interpolate(fewshot(features), size=(SIZE, SIZE), mode="bilinear",
                                align_corners=False)
-    return images_to_uint8(images), logits.numpy(), features
+    return signed_tensor_to_images(images), logits.numpy(), features
 
 
 def test_shard_stores_the_fewshot_logits_of_the_same_latents(tmp_path):
@@ -205,6 +206,6 @@ def test_works_with_the_real_generator_extractor_and_ensemble(tmp_path):
         features, images = extractor(w)
         logits = F.interpolate(predict_logits(ensemble, features), size=(16, 16),
                                mode="bilinear", align_corners=False)
-    assert np.array_equal(np.load(tmp_path / "s" / "images.npy"), images_to_uint8(images))
+    assert np.array_equal(np.load(tmp_path / "s" / "images.npy"), signed_tensor_to_images(images))
     np.testing.assert_allclose(np.load(tmp_path / "s" / "logits.npy").astype(np.float32),
                                logits.numpy(), atol=2e-3, rtol=2e-3)

@@ -7,10 +7,11 @@ import torch
 from conftest import two_squares
 
 from partseg.autoshot import train as train_module
-from partseg.autoshot.train import (ArrayStack, learning_rate, load_segmenter, predict_labels,
-                                    save_segmenter, train_segmenter)
+from partseg.autoshot.segmenter import load_segmenter, predict_labels, save_segmenter
+from partseg.autoshot.train import ArrayStack, train_segmenter, warmup_cosine_decay_lr
 from partseg.autoshot.unet import UNet
 from partseg.errors import PartsegError
+from partseg.imaging import images_to_unit_tensor
 
 TINY = {"base_channels": 8, "depth": 2}
 
@@ -161,7 +162,7 @@ def test_bad_inputs_stop_with_a_clear_message(case, message):
 
 
 def test_learning_rate_warms_up_then_decays_to_one_percent():
-    rates = [learning_rate(step, 1000, 1e-3) for step in range(1000)]
+    rates = [warmup_cosine_decay_lr(step, 1000, 1e-3) for step in range(1000)]
     assert rates[0] < rates[49] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(rates[49:], rates[50:]))
     assert rates[-1] == pytest.approx(1e-5, rel=0.05)
@@ -219,7 +220,7 @@ def test_predict_labels_handles_mixed_sizes_in_order():
 def test_channels_last_step_matches_the_nchw_step():
     """The speed-ups (channels_last, fused Adam, max-indices accuracy) leave the maths alone."""
     images, masks = squares(n=4)
-    x = train_module.images_to_tensor(images)
+    x = images_to_unit_tensor(images)
     targets = train_module.targets_to_probabilities(masks, "hard", 3)
     valid = targets.sum(1) >= 0.5
     torch.manual_seed(0)

@@ -142,7 +142,7 @@ class Case:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A tiny (untrained) segmenter file; what is refused here never depends on its skill."""
-    from partseg.autoshot.train import save_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
     from partseg.autoshot.unet import UNet
 
     torch.manual_seed(0)
@@ -462,7 +462,7 @@ def test_segment_and_annotate_refuse(case, tmp_path, model):
 
 def test_segment_memory_is_bounded_on_a_1x30000_strip(tmp_path, model):
     """The shorter side scaled to the model's resolution made a 1x30000 strip 16x480000
-    pixels; the working size is capped (segment.MAX_WORKING_PIXELS), whatever the aspect."""
+    pixels; the working size is capped (autoshot.segmenter.MAX_WORKING_PIXELS), whatever the aspect."""
     write_png(tmp_path / "strip.png", np.full((1, 30000, 3), 90, np.uint8))
     code = ("import resource, sys\nfrom partseg import cli\ntry:\n    cli.main(sys.argv[1:])\n"
             "finally:\n    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -618,7 +618,7 @@ def test_shards_and_label_counts_are_checked_as_the_stages_use_them(shards, coun
 @given(height=st.integers(1, 200_000), width=st.integers(1, 200_000),
        size=st.sampled_from([None, 0, 16, 32, 512, 4096]), depth=st.integers(1, 6))
 def test_segment_working_size_is_bounded_whatever_the_shape(height, width, size, depth):
-    from partseg.segment import MAX_WORKING_PIXELS, Segmenter
+    from partseg.autoshot.segmenter import MAX_WORKING_PIXELS, Segmenter
 
     segmenter = object.__new__(Segmenter)  # the sizing rule alone, without a model file
     segmenter.model = torch.nn.Module()

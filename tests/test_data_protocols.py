@@ -98,7 +98,7 @@ def test_merge_folder_dataset_refuses_a_folder_with_other_classes(tmp_path):
 def face10_annotator(tmp_path):
     import torch
 
-    from partseg.autoshot.train import load_segmenter, save_segmenter
+    from partseg.autoshot.segmenter import load_segmenter, save_segmenter
     from partseg.autoshot.unet import UNet
 
     torch.manual_seed(0)
@@ -109,8 +109,8 @@ def face10_annotator(tmp_path):
 
 
 def test_annotator_labels_are_merged_to_the_protocol(face10_annotator):
-    from partseg.autoshot.train import predict_labels
     from partseg.shots.simulated_annotator import annotator_labels, check_annotator
+    from partseg.autoshot.segmenter import predict_labels
 
     model, path = face10_annotator
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
@@ -139,7 +139,7 @@ def test_simulated_annotate_gives_face4_masks(face10_annotator):
 def test_train_annotator_stage_under_face4(tmp_path):
     """Trained here: on merged rendered masks (4 classes). Adopted: the shipped 10-class one,
     scored on the face4 test split with its labels merged."""
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from stages.train_annotator import build
 
     dataset = _dataset_stage(tmp_path, "face4")

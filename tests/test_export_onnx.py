@@ -14,14 +14,14 @@ onnxruntime = pytest.importorskip("onnxruntime")
 from conftest import two_squares  # noqa: E402
 
 from partseg import __version__, cli  # noqa: E402
-from partseg.autoshot.train import (images_to_tensor, load_segmenter, save_segmenter,  # noqa: E402
-                                    train_segmenter)
+from partseg.autoshot.segmenter import Segmenter, load_segmenter, save_segmenter  # noqa: E402
+from partseg.autoshot.train import train_segmenter  # noqa: E402
 from partseg.autoshot.unet import UNet  # noqa: E402
 from partseg.errors import PartsegError  # noqa: E402
 from partseg.export import INPUT_SPEC, OPSET, export_bytes, export_segmenter  # noqa: E402
+from partseg.imaging import images_to_unit_tensor  # noqa: E402
 from partseg.io import read_mask  # noqa: E402
 from partseg.onnx_backend import OnnxSegmenter, open_segmenter  # noqa: E402
-from partseg.segment import Segmenter  # noqa: E402
 
 RESOLUTION = 16
 CLASSES = ["background", "red", "green"]
@@ -104,7 +104,7 @@ def test_metadata_says_how_to_feed_and_read_the_model(onnx_path):
     assert (spec["layout"], spec["range"], spec["mean"], spec["std"]) == (
         "NCHW", [0.0, 1.0], [0.0] * 3, [1.0] * 3)
     image = np.full((4, 5, 3), 255, np.uint8)
-    assert float(images_to_tensor(image[None]).max()) == spec["range"][1]
+    assert float(images_to_unit_tensor(image[None]).max()) == spec["range"][1]
     assert json.loads(props["partseg.unet"])["base_channels"] == 8
     assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
     dims = [[d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]

@@ -16,6 +16,7 @@ import partseg.gan.train as train_module
 from partseg.errors import PartsegError
 from partseg.gan import Generator, load_discriminator, load_generator, sample_images, train_gan
 from partseg.gan.train import LOG_COLUMNS
+from partseg.imaging import signed_tensor_to_images
 from partseg.io import save_png
 
 TINY = dict(size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16, batch_size=4,
@@ -141,7 +142,7 @@ def test_sample_wplus_reproduces_the_images_with_truncation(small_generator):
     out = sample_images(small_generator, 4, seed=1, truncation=0.5)
     with torch.no_grad():
         again = small_generator.synthesis(out["wplus"], noise="const")
-    np.testing.assert_array_equal(train_module.images_to_uint8(again), out["images"])
+    np.testing.assert_array_equal(signed_tensor_to_images(again), out["images"])
     # every layer has the same w, pulled halfway towards the mean
     centre = small_generator.mean_latent()
     with torch.no_grad():

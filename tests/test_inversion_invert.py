@@ -6,10 +6,12 @@ import torch
 
 from partseg.errors import PartsegError
 from partseg.features import FeatureExtractor
-from partseg.gan import Discriminator, images_to_uint8, sample_images
+from partseg.gan import Discriminator, sample_images
+from partseg.imaging import signed_tensor_to_images
 from conftest import tiny_generator
-from partseg.inversion import (images_to_tensor, invert_images, learning_rate,
-                               noise_regularisation, normalise_noises, psnr)
+from partseg.imaging import psnr
+from partseg.inversion import (inversion_targets, invert_images, noise_regularisation,
+                               normalise_noises, warmup_flat_rampdown_lr)
 
 STEPS = 40
 
@@ -53,7 +55,7 @@ def test_features_of_inverted_images_use_the_optimised_noise(G, inverted):
     extractor = FeatureExtractor(G, "all", 8)
     features, images = extractor(inverted["wplus"], noise=inverted["noises"])
     assert features.shape == (6, extractor.num_channels, 8, 8)
-    assert np.abs(images_to_uint8(images).astype(int) - inverted["reconstructions"]).max() <= 1
+    assert np.abs(signed_tensor_to_images(images).astype(int) - inverted["reconstructions"]).max() <= 1
 
 
 def test_optimised_noise_maps_stay_normalised(inverted):
@@ -97,7 +99,7 @@ def test_same_seed_same_result(G, own_images):
 
 
 def test_learning_rate_ramps_up_then_down():
-    rates = [learning_rate(step, 100, 0.1) for step in range(100)]
+    rates = [warmup_flat_rampdown_lr(step, 100, 0.1) for step in range(100)]
     assert rates[0] < rates[4] == pytest.approx(0.1)
     assert max(rates) == pytest.approx(0.1)
     assert rates[50] == pytest.approx(0.1) and rates[99] < 0.01
@@ -118,7 +120,7 @@ def test_psnr_and_input_conversion():
     b = a.copy()
     b[1] = 255
     assert psnr(a, b)[1] == pytest.approx(0.0) and psnr(a, b)[0] == pytest.approx(100.0)
-    tensor = images_to_tensor(np.full((4, 4, 3), 255, np.uint8))
+    tensor = inversion_targets(np.full((4, 4, 3), 255, np.uint8))
     assert tensor.shape == (1, 3, 4, 4) and torch.all(tensor == 1.0)
 
 

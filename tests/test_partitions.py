@@ -230,7 +230,7 @@ def test_annotate_refuses_a_partition_for_the_simulated_annotator_and_unknown_na
 def evaluation_inputs(project, tmp_path: Path) -> SimpleNamespace:
     """What evaluate reads: an auto-shot UNet in the 10 face classes, one-shot labels of the
     first 3 test images (here: their true grid4 masks, the few-shot net trained in grid4)."""
-    from partseg.autoshot.train import save_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
     from partseg.autoshot.unet import UNet
     from partseg.io import save_json
 

@@ -19,7 +19,7 @@ from partseg.gan import Generator, save_checkpoint
 from partseg.io import save_json, save_png, save_torch
 from partseg.params import parse_params
 from partseg.experiments.representations import reading, rgbxy_features
-from partseg.gan.train import snapshot_steps
+from partseg.snapshots import snapshot_steps
 from partseg.vae import (GeneratorVAE, load_vae, ship_vae, step_flops, train_vae,
                          training_options)
 from stages.representations import build

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from partseg import cli
-from partseg.autoshot.train import save_segmenter, train_segmenter
+from partseg.autoshot.segmenter import Segmenter, save_segmenter
+from partseg.autoshot.train import train_segmenter
 from partseg.io import read_mask
 from conftest import two_squares
-from partseg.segment import Segmenter, expand_inputs, segment_paths
+from partseg.segment import expand_inputs, segment_paths
 
 RESOLUTION = 16
 

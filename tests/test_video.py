@@ -220,7 +220,8 @@ def test_video_section_states_the_measured_differences():
 
 @pytest.fixture(scope="module")
 def squares_model(tmp_path_factory):
-    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.train import train_segmenter
 
     images, masks = two_squares(6, 16, 0, noise=10)
     model, _ = train_segmenter(images, masks, num_classes=3, target_kind="hard",
@@ -293,7 +294,8 @@ def test_a_folder_without_frames_flag_is_still_a_set_of_images(squares_model, tm
 def tiny_models(tmp_path_factory):
     """A tiny generator checkpoint, a random linear few-shot net on its features (10 face
     classes), and an auto-shot UNet trained for a step: enough to run the video stage."""
-    from partseg.autoshot.train import save_segmenter, train_segmenter
+    from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.train import train_segmenter
     from partseg.features import FeatureExtractor
     from partseg.fewshot.networks import build_network
     from partseg.fewshot.train import save_fewshot_model

@@ -48,7 +48,7 @@ def segmenter_predictions(model_paths: dict[str, Path], images: np.ndarray,
                           classes: list[str] | None = None, flip: bool = False) -> dict:
     """Each model's labels of `images`; with `classes` (--protocol) re-expressed in them, and a
     model whose classes do not merge into them left out. flip: test-time flip (segmenter_labels)."""
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.device import resolve_device
 
     device = resolve_device()
@@ -66,7 +66,7 @@ def segmenter_labels(model, images: np.ndarray, device, flip: bool = False) -> n
     """uint8 labels [N,H,W]; with flip, the argmax of the mean of the probabilities of each
     image and of its mirror image (mirrored back). A mirrored face is a face, and the face
     classes have no left and right, so both views are equally valid inputs."""
-    from partseg.autoshot.train import predict_labels
+    from partseg.autoshot.segmenter import predict_labels
 
     if not flip:
         return np.stack([label for label, _ in predict_labels(model, images, batch_size=64,
@@ -194,9 +194,9 @@ def fewshot_against_annotator(shard_dir: Path, annotator: Path, classes: list[st
     its labels (argmax of the shard's logits) are from the annotator's labels of the same
     images. A low score here means the features (or the shots) lose the parts, before any
     inversion or distillation."""
-    from partseg.autoshot.train import load_segmenter
-    from partseg.metrics import ConfusionMatrix
     from partseg.shots.simulated_annotator import annotator_labels
+    from partseg.autoshot.segmenter import load_segmenter
+    from partseg.metrics import ConfusionMatrix
 
     images = np.load(shard_dir / "images.npy", mmap_mode="r")[:GENERATED_IMAGES]
     fewshot = np.load(shard_dir / "logits.npy", mmap_mode="r")[:GENERATED_IMAGES].argmax(1)

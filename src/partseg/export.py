@@ -7,7 +7,7 @@ The graph is the UNet alone: input "images" float32 [N,3,H,W] (RGB in [0,1], i.e
 no mean/std: the network centres its input itself), output "logits" float32 [N,K,H,W]; N, H
 and W are dynamic (any size: the graph pads to a multiple of 2**depth and crops back). The
 resizing around it (shorter side to the native resolution, probabilities back to the image's
-size) stays outside, exactly as in partseg.segment.Segmenter, so each caller can choose it.
+size) stays outside, exactly as in partseg.autoshot.segmenter.Segmenter, so each caller can choose it.
 
 What a caller needs to feed and read the model is stored in the ONNX model's metadata_props
 (string key -> value; JSON where structured), see METADATA_KEYS. The file is written
@@ -49,7 +49,7 @@ METADATA_KEYS = {
     "partseg.unet": "JSON: the UNet configuration (num_classes, base_channels, depth, ...)",
     "partseg.meta": "JSON: the checkpoint's whole meta dict",
 }
-# What partseg.autoshot.train.images_to_tensor feeds the UNet: uint8 RGB / 255, NCHW float32.
+# What partseg.imaging.images_to_unit_tensor feeds the UNet: uint8 RGB / 255, NCHW float32.
 INPUT_SPEC = {"name": "images", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
               "range": [0.0, 1.0], "scale": "uint8 / 255", "mean": [0.0, 0.0, 0.0],
               "std": [1.0, 1.0, 1.0]}
@@ -181,7 +181,7 @@ def export_segmenter(model_path: str | os.PathLike, onnx_path: str | os.PathLike
     Raises PartsegError (one line naming the file) for a missing or non-segmenter input, a
     wrong output suffix, a missing onnx package or an export that ONNX Runtime disagrees with.
     """
-    from partseg.autoshot.train import load_segmenter
+    from partseg.autoshot.segmenter import load_segmenter
     from partseg.io import atomic_path
 
     onnx_path = Path(onnx_path)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from partseg.errors import PartsegError
-from partseg.gan.sampling import images_to_uint8
+from partseg.imaging import images_to_signed_tensor, psnr, signed_tensor_to_images
 from partseg.progress import progress
 
 PerceptualFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,7 +84,7 @@ def invert_images(G: torch.nn.Module, images, *, D: torch.nn.Module | None = Non
     G.to(device)
     if D is not None:
         D.to(device)
-    targets = images_to_tensor(images)
+    targets = inversion_targets(images)
     w_mean, w_std = latent_statistics(G, device)
     starts = _starting_points(G, len(targets), init_wplus, init_noises)
 
@@ -107,8 +107,10 @@ def invert_images(G: torch.nn.Module, images, *, D: torch.nn.Module | None = Non
 
 # ----------------------------------------------------------------------------- inputs
 
-def images_to_tensor(images) -> torch.Tensor:
-    """uint8 [N, H, W, 3] / [H, W, 3] numpy, or float [N, 3, H, W] in [-1, 1] -> float32 [N, 3, H, W]."""
+def inversion_targets(images) -> torch.Tensor:
+    """The images to invert, checked: uint8 [N, H, W, 3] / [H, W, 3] numpy (converted by
+    partseg.imaging.images_to_signed_tensor), or float [N, 3, H, W] in [-1, 1] -> float32
+    [N, 3, H, W] in [-1, 1]."""
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
             raise PartsegError(f"images to invert: numpy arrays must be uint8 [N, H, W, 3], "
@@ -117,7 +119,7 @@ def images_to_tensor(images) -> torch.Tensor:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
             raise PartsegError(f"images to invert: expected [N, H, W, 3], got {list(images.shape)}")
-        tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        tensor = images_to_signed_tensor(images)
     elif isinstance(images, torch.Tensor):
         tensor = images.detach().float().cpu()
         if tensor.dim() != 4 or tensor.shape[1] != 3:
@@ -225,7 +227,7 @@ def _invert_batch(G, targets, *, D, perceptual, space, steps, lr, weights, optim
 
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr)
+            group["lr"] = warmup_flat_rampdown_lr(step, steps, lr)
         strength = latent_noise * max(0.0, 1.0 - step / (LATENT_NOISE_END * steps)) ** 2
         perturbation = torch.randn(w_opt.shape, generator=generator, device=w_opt.device) * strength
         ws = (w_opt + perturbation).expand(count, G.n_latent, -1)
@@ -243,12 +245,13 @@ def _invert_batch(G, targets, *, D, perceptual, space, steps, lr, weights, optim
         final_loss = loss_per_image(ws)
         rendered = G.synthesis(ws, noise=noises if optimize_noise else "const")
     return {"wplus": ws.cpu(), "noises": [n.detach().cpu() for n in noises] if optimize_noise else None,
-            "reconstructions": images_to_uint8(_resize(rendered, targets.shape[-1])),
+            "reconstructions": signed_tensor_to_images(_resize(rendered, targets.shape[-1])),
             "loss": final_loss.double().cpu().numpy()}
 
 
-def learning_rate(step: int, steps: int, peak: float) -> float:
-    """Peak lr with a linear warm-up (first 5 %) and a cosine ramp-down (last 25 %)."""
+def warmup_flat_rampdown_lr(step: int, steps: int, peak: float) -> float:
+    """Inversion's schedule (StyleGAN2's projector): linear warm-up over the first 5 % of
+    steps, flat at the peak, cosine ramp-down to 0 over the last 25 %."""
     progress_fraction = step / steps
     ramp = min(1.0, (1.0 - progress_fraction) / LR_RAMPDOWN)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
@@ -306,12 +309,6 @@ def _feature_distance(features: Sequence[torch.Tensor], targets: Sequence[torch.
 
 # ----------------------------------------------------------------------------- results
 
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB of uint8 [N, H, W, 3] arrays (peak 255; identical images give 100)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
-    return 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 255.0 ** 2 * 1e-10))
-
-
 def _merge(results: list[dict], targets: torch.Tensor) -> dict:
     reconstructions = np.concatenate([r["reconstructions"] for r in results])
     noises = None if results[0]["noises"] is None else \
@@ -319,5 +316,5 @@ def _merge(results: list[dict], targets: torch.Tensor) -> dict:
     return {"wplus": torch.cat([r["wplus"] for r in results]),
             "noises": noises,
             "reconstructions": reconstructions,
-            "psnr": psnr(reconstructions, images_to_uint8(targets)),
+            "psnr": psnr(reconstructions, signed_tensor_to_images(targets)),
             "loss": np.concatenate([r["loss"] for r in results])}

@@ -1,6 +1,6 @@
 """Running an exported segmenter (`partseg export`) with ONNX Runtime, on the CPU.
 
-OnnxSegmenter is a partseg.segment.Segmenter whose network is an ONNX Runtime session. The
+OnnxSegmenter is a partseg.autoshot.segmenter.Segmenter whose network is an ONNX Runtime session. The
 resizing before and after the network, the batching and the argmax stay Segmenter's own code,
 so `partseg segment --model model.onnx` writes the label PNGs the .pt model writes (the logits
 agree to ~1e-6). Classes and native resolution come from the model's metadata_props.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from partseg.autoshot.segmenter import Segmenter
 from partseg.errors import PartsegError
 from partseg.export import INPUT_SPEC, ONNX_FORMAT, OUTPUT_SPEC, import_onnxruntime
-from partseg.segment import Segmenter
 
 
 def read_metadata(session, path: Path) -> tuple[dict, dict]:

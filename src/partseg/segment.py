@@ -17,19 +17,21 @@ time, so a long video never sits in memory. Each frame is segmented on its own (
 smoothing), exactly as an image would be.
 
 From Python:
-    from partseg.segment import Segmenter, segment_paths
+    from partseg.autoshot.segmenter import Segmenter
+    from partseg.segment import segment_paths
     labels = Segmenter("model.pt").predict(image_or_path)          # HxW uint8
     report = segment_paths("model.pt", ["photos/"], "out/")
 
-Scale: every image is resized so that its shorter side equals the model's training resolution
-(keeping the aspect ratio), segmented fully convolutionally, and the class probabilities are
-resized back (bilinear) to the image's own size before the argmax. Why not native size: a UNet
-only recognises parts at the scales it was trained on (training resolution x the 0.5-2 scale
-augmentation); a 1024 px photo of a face seen by a net trained on 32 px faces would present
-parts 30x too large for its receptive field. Why the shorter side: the training images are
-square and their object fills the frame, so matching the shorter side keeps an object that
-spans the photo at its trained size, while the longer side simply extends the scene (several
-objects side by side stay at a sensible scale). `--size` overrides it (0 = native size).
+Scale (partseg.autoshot.segmenter.Segmenter): every image is resized so that its shorter side
+equals the model's training resolution (keeping the aspect ratio), segmented fully
+convolutionally, and the class probabilities are resized back (bilinear) to the image's own
+size before the argmax. Why not native size: a UNet only recognises parts at the scales it was
+trained on (training resolution x the 0.5-2 scale augmentation); a 1024 px photo of a face seen
+by a net trained on 32 px faces would present parts 30x too large for its receptive field. Why
+the shorter side: the training images are square and their object fills the frame, so matching
+the shorter side keeps an object that spans the photo at its trained size, while the longer
+side simply extends the scene (several objects side by side stay at a sensible scale). `--size`
+overrides it (0 = native size).
 
 An unreadable file is reported by name and skipped; the others are still segmented, and the
 command then exits with status 1. A video is one unit: an unreadable video file, a frame that
@@ -45,88 +47,20 @@ import glob
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from partseg.errors import PartsegError
 from partseg.io import IMAGE_SUFFIXES, list_images, read_image, save_png
 from partseg.progress import progress
 from partseg.video import VIDEO_SUFFIXES
 
+if TYPE_CHECKING:
+    from partseg.autoshot.segmenter import Segmenter
+
 DEFAULT_MODEL = "results/train_autoshot/model.pt"
-# The most pixels an image is segmented at (512x1024; a 16:9 photo at a 512 px model's
-# resolution fits): the default UNet's activations take about 750 bytes a pixel, so a 1x3000
-# strip scaled to a shorter side of 32 (32x96000) once took 2 GB. Larger working sizes are
-# scaled down, whatever the aspect ratio or --size.
-MAX_WORKING_PIXELS = 1 << 19
-
-
-class Segmenter:
-    """A loaded segmenter: predict(image) -> HxW uint8 labels at the image's own size."""
-
-    def __init__(self, model_path: str | os.PathLike, device: str | torch.device | None = None,
-                 size: int | None = None):
-        from partseg.autoshot.train import load_segmenter
-
-        self.model = load_segmenter(model_path, device)
-        self.meta = self.model.meta
-        self.device = next(self.model.parameters()).device
-        self.class_names: list[str] = list(self.meta["class_names"])
-        self.resolution = int(self.meta["resolution"])
-        self.size = self.resolution if size is None else int(size)
-
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """The size an HxW image is segmented at (shorter side = self.size; 0 = native), at
-        most MAX_WORKING_PIXELS pixels (then scaled down, keeping the aspect ratio)."""
-        scale = 1.0 if self.size <= 0 else self.size / min(height, width)
-        while True:
-            working = max(1, round(height * scale)), max(1, round(width * scale))
-            computed = self._padded_pixels(*working)
-            if computed <= MAX_WORKING_PIXELS:
-                return working
-            scale *= 0.98 * (MAX_WORKING_PIXELS / computed) ** 0.5
-
-    def _padded_pixels(self, height: int, width: int) -> int:
-        """Pixels the network computes for an HxW input: the UNet pads both sides to a
-        multiple of 2**depth (so a 4 px high strip costs as much as an 8 px one)."""
-        multiple = 2 ** int(getattr(self.model, "config", {}).get("depth", 3))
-        return (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
-
-    def predict(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
-        """One image (HxWx3 uint8 array or a path) -> HxW uint8 label ids."""
-        if not isinstance(image, np.ndarray):
-            image = read_image(image)
-        return self.predict_batch([image])[0]
-
-    @torch.no_grad()
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Images that share one working size (any native sizes) -> their label maps."""
-        from partseg.autoshot.train import images_to_tensor, predict_probabilities
-
-        sizes = {self.working_size(*image.shape[:2]) for image in images}
-        if len(sizes) != 1:
-            raise ValueError(f"predict_batch: images map to several working sizes {sorted(sizes)}; "
-                             "use predict() per image or group them")
-        working = sizes.pop()
-        batch = torch.cat([self._resize(images_to_tensor(image[None], self.device), working)
-                           for image in images])
-        probabilities = predict_probabilities(self.model, batch)
-        labels = []
-        for image, probs in zip(images, probabilities):
-            # back to the native size one image at a time: K x H x W floats can be large
-            native = self._resize(probs[None], image.shape[:2], antialias=False)[0]
-            labels.append(native.argmax(0).to(torch.uint8).cpu().numpy())
-        return labels
-
-    @staticmethod
-    def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == tuple(size):
-            return x
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                             antialias=antialias and size[0] < x.shape[-2])
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike], *, frame_folders: bool = False

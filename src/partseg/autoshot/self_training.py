@@ -21,13 +21,14 @@ def pseudo_labels(teacher, images: np.ndarray, confidence: float, batch_size: in
                   device: torch.device | str | None = None) -> tuple[np.ndarray, float]:
     """uint8 labels [N,H,W] of uint8 images [N,H,W,3] by `teacher`, 255 where its top
     probability is below `confidence`; and the fraction of pixels kept."""
-    from partseg.autoshot.train import images_to_tensor, predict_probabilities
+    from partseg.autoshot.segmenter import predict_probabilities
+    from partseg.imaging import images_to_unit_tensor
 
     device = device or next(teacher.parameters()).device
     teacher.eval()
     labels = np.empty(images.shape[:3], dtype=np.uint8)
     for start in range(0, len(images), batch_size):
-        batch = images_to_tensor(images[start:start + batch_size], device)
+        batch = images_to_unit_tensor(images[start:start + batch_size], device)
         top, label = predict_probabilities(teacher, batch).max(dim=1)
         label[top < confidence] = IGNORE
         labels[start:start + batch_size] = label.to(torch.uint8).cpu().numpy()

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from partseg.device import resolve_device
 from partseg.fewshot.predict import predict_logits
-from partseg.gan.sampling import images_to_uint8, seeded_z
+from partseg.gan.sampling import seeded_z
+from partseg.imaging import signed_tensor_to_images
 from partseg.io import atomic_dir, save_json
 from partseg.progress import progress
 
@@ -85,7 +86,7 @@ def synthesize_shard(out_dir: str | os.PathLike, *, generator, extractor, fewsho
             if drop_uncertain > 0:
                 per_pixel = fewshot_model.uncertainty(features)
                 uncertainty[start:start + len(indices)] = per_pixel.float().mean((-2, -1)).cpu().numpy()
-            writer.write(start, images_to_uint8(raw_images), logits.half().cpu().numpy())
+            writer.write(start, signed_tensor_to_images(raw_images), logits.half().cpu().numpy())
             bar.update(len(indices))
         bar.close()
 

@@ -1,4 +1,4 @@
-"""Training, saving, loading and running the UNet segmenter.
+"""Training the UNet segmenter (saving, loading and running it: partseg.autoshot.segmenter).
 
 One trainer serves three jobs: auto-shot (soft labels: the few-shot net's fp16 logits on
 generated images), the supervised baselines and the simulated annotator (hard labels: uint8
@@ -25,7 +25,7 @@ Choices:
 - Resume: `snapshot_dir` holds the model, the optimiser, the step and the loss history, written
   atomically every `snapshot_every` steps. A rerun with the same arguments continues from it;
   a snapshot made with different arguments (including `steps`, which shapes the schedule) is
-  ignored with a message, so a result never mixes two configurations.
+  ignored with a message, so a result never mixes two configurations (partseg.snapshots).
 """
 
 from __future__ import annotations
@@ -44,17 +44,19 @@ import torch.nn.functional as F
 
 from partseg.autoshot.augment import color_jitter, random_geometric
 from partseg.autoshot.unet import UNet
-from partseg.device import mixed_precision_dtype, resolve_device, use_mixed_precision
+from partseg.device import mixed_precision_dtype, resolve_device
 from partseg.distributed import Ranks, convert_batchnorm, sum_over_ranks, unwrap, wrap
 from partseg.distributed import barrier as ranks_barrier
 from partseg.distributed import current as current_ranks
 from partseg.errors import PartsegError
-from partseg.io import atomic_path, save_torch
+from partseg.imaging import images_to_unit_tensor
+from partseg.io import atomic_path
 from partseg.progress import progress
+from partseg.snapshots import load_snapshot
+from partseg.snapshots import save as save_snapshot
 
 IGNORE = 255
 SNAPSHOT_NAME = "segmenter_snapshot.pt"
-SEGMENTER_FORMAT = "partseg-segmenter"
 AUGMENT_DEFAULTS = {"scale_min": 0.5, "scale_max": 2.0, "rotation": 10.0, "translate": 0.25,
                     "flip": True, "color_jitter": 0.1, "outside": "background"}
 
@@ -122,12 +124,6 @@ def _check_data(images: ArrayStack, targets: ArrayStack, target_kind: str, num_c
         raise PartsegError(f"target_kind must be 'soft' or 'hard', got {target_kind!r}")
 
 
-def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1] (the UNet's input)."""
-    tensor = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(device)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def targets_to_probabilities(targets: np.ndarray, target_kind: str, num_classes: int,
                              device: torch.device | str = "cpu") -> torch.Tensor:
     """Soft: logits -> softmax. Hard: ids -> one-hot, all-zero vectors where ignored."""
@@ -169,8 +165,9 @@ class BatchSampler:
 
 # ----------------------------------------------------------------------------- training
 
-def learning_rate(step: int, steps: int, peak: float) -> float:
-    """Linear warm-up (5% of steps, at most 100), then cosine decay to 1% of the peak."""
+def warmup_cosine_decay_lr(step: int, steps: int, peak: float) -> float:
+    """The UNet's schedule: linear warm-up (5% of steps, at most 100), then cosine decay
+    over all remaining steps to 1% of the peak."""
     warmup = min(100, max(1, steps // 20))
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -259,7 +256,7 @@ def _training_batch(image_stack: ArrayStack, target_stack: ArrayStack, indices: 
     if ranks.active:
         rows = ranks.part(len(indices))
         part, indices = (len(indices), rows), indices[rows]
-    images = images_to_tensor(image_stack.take(indices), device)
+    images = images_to_unit_tensor(image_stack.take(indices), device)
     targets = targets_to_probabilities(target_stack.take(indices), target_kind, num_classes, device)
     return _augment_batch(images, targets, augment, flip_permutation, generator, part)
 
@@ -370,7 +367,7 @@ def train_segmenter(images, targets, *, num_classes: int, target_kind: str = "so
             image_stack, target_stack, sampler.indices(step), target_kind, num_classes, augment,
             flip_permutation, torch.Generator().manual_seed(_seed_for(seed, 2, step)), device,
             ranks)
-        current_lr = learning_rate(step, steps, lr)
+        current_lr = warmup_cosine_decay_lr(step, steps, lr)
         window.append(training_step(trained, optimizer, batch_images, batch_targets, valid,
                                     lr=current_lr, grad_clip=grad_clip, autocast=autocast,
                                     class_weights=class_weights, scaler=scaler))
@@ -421,124 +418,22 @@ def _write_history(history: list[dict], path: str | os.PathLike) -> None:
 
 
 def _save_snapshot(snapshot_dir, fingerprint, step, model, optimizer, history) -> None:
-    save_torch({"fingerprint": fingerprint, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "history": history},
-               Path(snapshot_dir) / SNAPSHOT_NAME)
+    save_snapshot({"fingerprint": fingerprint, "step": step, "model": model.state_dict(),
+                   "optimizer": optimizer.state_dict(), "history": history},
+                  Path(snapshot_dir) / SNAPSHOT_NAME)
 
 
 def _resume(snapshot_dir, fingerprint, model, optimizer, history) -> int:
-    """Load the snapshot if it matches this run; return the step to start from."""
+    """Load the snapshot if it matches this run; return the step to start from. A snapshot
+    is a cache: a broken one or another run's is skipped with a line saying so."""
     if snapshot_dir is None:
         return 0
     path = Path(snapshot_dir) / SNAPSHOT_NAME
-    if not path.exists():
-        return 0
-    try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a snapshot is a cache: a broken one is skipped, not fatal
-        print(f"{path}: unreadable snapshot ({error}); training from scratch", file=sys.stderr)
-        return 0
-    if snapshot.get("fingerprint") != fingerprint:
-        print(f"{path}: snapshot was made with other arguments; training from scratch",
-              file=sys.stderr)
+    snapshot = load_snapshot(path, fingerprint, on_problem="restart")
+    if snapshot is None:
         return 0
     model.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optimizer"])
     history.extend(snapshot["history"])
     print(f"{path}: resuming at step {snapshot['step']}", file=sys.stderr)
     return int(snapshot["step"])
-
-
-# ----------------------------------------------------------------------------- files
-
-def save_segmenter(path: str | os.PathLike, model: UNet, meta: dict) -> None:
-    """Save weights + architecture + meta. meta needs `class_names` (one per class; `classes`
-    is accepted as an alias) and `resolution` (training image size, px); other plain values
-    (str, numbers, lists, dicts) are kept. Loadable with torch.load(weights_only=True)."""
-    names = meta.get("class_names", meta.get("classes"))
-    if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
-        raise ValueError(f"save_segmenter: meta['class_names'] must list {model.num_classes} names")
-    if not isinstance(meta.get("resolution"), int):
-        raise ValueError("save_segmenter: meta['resolution'] (training image size) is required")
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    save_torch({"format": SEGMENTER_FORMAT, "version": 1, "config": dict(model.config),
-                "state_dict": state, "meta": {**{k: v for k, v in meta.items() if k != "classes"},
-                                              "class_names": list(names)}}, path)
-
-
-def load_segmenter(path: str | os.PathLike, device: str | torch.device | None = None) -> UNet:
-    """Load a saved segmenter -> model in eval mode on `device`; its meta (class_names,
-    resolution, ...) is `model.meta`."""
-    path = Path(path)
-    if not path.is_file():
-        raise PartsegError(f"{path}: segmenter model not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise PartsegError(f"{path}: not a readable model file ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != SEGMENTER_FORMAT:
-        raise PartsegError(f"{path}: not a partseg segmenter (expected a file written by "
-                           f"save_segmenter, e.g. results/train_autoshot/model.pt)")
-    try:
-        model = UNet(**checkpoint["config"])
-        model.load_state_dict(checkpoint["state_dict"])
-        model.meta = dict(checkpoint["meta"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        # e.g. a state dict of other shapes than its config: one line, not torch's page of them
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = " ".join(lines[:2]) or type(error).__name__
-        raise PartsegError(f"{path}: its weights do not fit its architecture ({detail}); "
-                           "retrain it or name another model file") from None
-    target = resolve_device(None if device is None else str(device))
-    return model.to(target).eval()
-
-
-# ----------------------------------------------------------------------------- inference
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def predict_probabilities(model: UNet, batch: torch.Tensor) -> torch.Tensor:
-    """Images float [B,3,H,W] in [0,1] (on the model's device) -> softmax [B,K,H,W] float32."""
-    device = batch.device
-    with torch.autocast(device.type, dtype=mixed_precision_dtype(device) or torch.bfloat16,
-                        enabled=use_mixed_precision(device)):
-        logits = model(batch)
-    return torch.softmax(logits.float(), dim=1)
-
-
-@torch.no_grad()
-def predict_labels(model: UNet, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 16,
-                   device: str | torch.device | None = None, return_probs: bool = False
-                   ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Segment uint8 images ([N,H,W,3] or a list of HxWx3 of any sizes) at their own size.
-
-    Returns one (labels HxW uint8, probabilities [K,H,W] float32 or None) per image, in order.
-    Consecutive images of the same size are batched together.
-    """
-    if device is not None:
-        model.to(resolve_device(str(device)))
-    model.eval()
-    target = _model_device(model)
-    images = list(images)
-    results: list[tuple[np.ndarray, np.ndarray | None]] = []
-    start = 0
-    while start < len(images):
-        shape = images[start].shape
-        stop = start + 1
-        while stop < len(images) and stop - start < batch_size and images[stop].shape == shape:
-            stop += 1
-        batch = np.stack(images[start:stop])
-        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
-            raise ValueError(f"predict_labels: expected uint8 HxWx3 images, got {batch.shape[1:]} "
-                             f"{batch.dtype}")
-        probs = predict_probabilities(model, images_to_tensor(batch, target))
-        labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
-        probs_np = probs.cpu().numpy() if return_probs else None
-        for i in range(len(batch)):
-            results.append((labels[i], None if probs_np is None else probs_np[i]))
-        start = stop
-    return results
-

@@ -223,7 +223,7 @@ def score_protocols(shot_cache, shot_masks: dict, test_cache, test_masks: dict,
                     classes: dict, settings: dict, device) -> tuple[dict, dict]:
     """Per protocol: its scores and predicted labels; the shot's masks are brought to the
     feature resolution (nearest neighbour, as the features stage does)."""
-    from partseg.features import resize_masks
+    from partseg.imaging import resize_masks
 
     scores, predicted = {}, {}
     for name, masks in test_masks.items():

@@ -90,9 +90,9 @@ def rgbxy_features(images: np.ndarray, resolution: int) -> np.ndarray:
     """float32 [N, R, R, 5]: RGB in [-1, 1] area-resized to R, then x and y in [-1, 1]."""
     import torch
 
-    from partseg.inversion import images_to_tensor
+    from partseg.imaging import images_to_signed_tensor
 
-    pixels = images_to_tensor(images)
+    pixels = images_to_signed_tensor(images)
     if pixels.shape[-1] != resolution:
         pixels = torch.nn.functional.interpolate(pixels, size=(resolution, resolution),
                                                  mode="area" if pixels.shape[-1] > resolution
@@ -128,10 +128,10 @@ def vae_start(vae, images: np.ndarray):
     """W+ latents of the VAE encoder's posterior means: where the inversion starts."""
     import torch
 
-    from partseg.inversion import images_to_tensor
+    from partseg.imaging import images_to_signed_tensor
 
     with torch.no_grad():
-        mu, _ = vae.encode(images_to_tensor(images))
+        mu, _ = vae.encode(images_to_signed_tensor(images))
         return vae.wplus(mu)
 
 
@@ -142,8 +142,9 @@ def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=N
     import torch
 
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
-    from partseg.gan.sampling import images_to_uint8
-    from partseg.inversion import invert_images, psnr
+    from partseg.imaging import signed_tensor_to_images
+    from partseg.imaging import psnr
+    from partseg.inversion import invert_images
     from partseg.params import as_dict
 
     extractor = FeatureExtractor(G, params.features.layers, params.features.resolution)
@@ -156,7 +157,7 @@ def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=N
     else:  # the encoder's guess as it is
         wplus, noises = init_wplus, None
         with torch.no_grad():
-            recon = images_to_uint8(G.synthesis(wplus, noise="const"))
+            recon = signed_tensor_to_images(G.synthesis(wplus, noise="const"))
         scores = psnr(recon, images)
     cache = write_feature_cache(out_dir, extractor, wplus, noises=noises, batch_size=16,
                                 generator_checksum=generator_checksum(G),

@@ -10,7 +10,6 @@ _EXPORTS = {
     "cache_is_current": "cache",
     "generator_checksum": "cache",
     "resize_feature_map": "extract",
-    "resize_masks": "extract",
     "select_layers": "extract",
     "stale_reason": "cache",
     "write_cache_from_arrays": "cache",

@@ -43,7 +43,7 @@ import torch
 
 from partseg.errors import PartsegError
 from partseg.features.extract import FeatureExtractor
-from partseg.gan.sampling import images_to_uint8
+from partseg.imaging import signed_tensor_to_images
 from partseg.io import atomic_dir, file_sha256, load_json, load_weights
 from partseg.progress import progress
 
@@ -155,7 +155,7 @@ def _stream_batches(folder: Path, extractor: FeatureExtractor, ws: torch.Tensor,
             features, images = extractor.extract(ws[start:stop], noise, dtype=torch.float16,
                                                  channels_last=True)
             _append(features_out, features.cpu().numpy())
-            pixels = images_to_uint8(images)
+            pixels = signed_tensor_to_images(images)
             if pixels.shape[1:] != (size, size, 3):
                 raise RuntimeError(f"generator returned images of shape {pixels.shape[1:]}, "
                                    f"expected {(size, size, 3)}")

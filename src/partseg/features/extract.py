@@ -195,10 +195,3 @@ class FeatureExtractor:
             filled.add(name)
 
         return hook
-
-
-def resize_masks(masks: list[np.ndarray], resolution: int) -> np.ndarray:
-    """Nearest-neighbour resize of label masks (labels must never be interpolated)."""
-    stacked = torch.from_numpy(np.stack(masks)).unsqueeze(1).float()
-    resized = torch.nn.functional.interpolate(stacked, size=(resolution, resolution), mode="nearest")
-    return resized.squeeze(1).to(torch.uint8).numpy()

@@ -20,9 +20,11 @@ from partseg.errors import PartsegError
 from partseg.metrics import ConfusionMatrix
 
 
-def predict_labels(model: torch.nn.Module, cache, size: int, batch_size: int = 16) -> np.ndarray:
-    """uint8 [N, size, size]: the model's argmax on every image of `cache`, logits upsampled
-    bilinearly from the feature resolution to `size`."""
+def predict_cache_labels(model: torch.nn.Module, cache, size: int, batch_size: int = 16
+                         ) -> np.ndarray:
+    """uint8 [N, size, size]: the few-shot net's argmax on every image of a feature `cache`,
+    logits upsampled bilinearly from the feature resolution to `size`. (A trained UNet's
+    labels of images: partseg.autoshot.segmenter.predict_labels.)"""
     from partseg.fewshot.predict import predict_from_cache
 
     labels = []
@@ -46,7 +48,7 @@ def fewshot_scores(shot_cache, shot_masks: np.ndarray, test_cache, test_masks: n
                            f"{len(test_masks)} test masks")
     model, _ = train_fewshot(shot_cache, shot_masks, num_classes=num_classes, device=device,
                              **settings)
-    predicted = predict_labels(model, test_cache, test_masks.shape[-1])
+    predicted = predict_cache_labels(model, test_cache, test_masks.shape[-1])
     return ConfusionMatrix(num_classes).update(predicted, test_masks), predicted
 
 

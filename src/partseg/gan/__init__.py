@@ -11,7 +11,6 @@ from partseg import lazy_exports
 _EXPORTS = {
     "Discriminator": "discriminator",
     "Generator": "generator",
-    "images_to_uint8": "sampling",
     "load_discriminator": "checkpoint",
     "load_generator": "checkpoint",
     "sample_images": "sampling",

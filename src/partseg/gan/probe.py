@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from partseg.gan.generator import Generator
-from partseg.gan.sampling import images_to_uint8, seeded_z
+from partseg.gan.sampling import seeded_z
+from partseg.imaging import images_to_signed_tensor, signed_tensor_to_images
 
 Labeler = Callable[[np.ndarray], np.ndarray]   # uint8 [N,H,W,3] -> label ids [N,H,W]
 IGNORE = 255
@@ -72,7 +73,7 @@ class SmallSegmenter(nn.Module):
 
 
 def _to_input(images: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+    return images_to_signed_tensor(images).to(device)
 
 
 def train_labeler(images: np.ndarray, masks: np.ndarray, n_classes: int, *, steps: int = 500,
@@ -130,7 +131,7 @@ def render_with_features(generator: Generator, wplus: torch.Tensor, batch_size: 
             maps = [F.interpolate(a, size=(size, size), mode="bilinear", align_corners=True)
                     if a.shape[-1] != size else a for a in captured]
             features.append(torch.cat(maps, dim=1).cpu())
-            images.append(images_to_uint8(image))
+            images.append(signed_tensor_to_images(image))
     finally:
         for hook in hooks:
             hook.remove()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from partseg.gan.generator import Generator
+from partseg.imaging import signed_tensor_to_images
 
 
 def seeded_z(seed: int, indices, style_dim: int) -> torch.Tensor:
@@ -17,12 +18,6 @@ def seeded_z(seed: int, indices, style_dim: int) -> torch.Tensor:
     rows = [np.random.default_rng(np.random.SeedSequence([seed, int(i)]))
             .standard_normal(style_dim, dtype=np.float32) for i in indices]
     return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, style_dim)
-
-
-def images_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Raw generator output [N, 3, H, W] in [-1, 1] -> uint8 numpy [N, H, W, 3]."""
-    scaled = (images.detach().float().clamp(-1, 1) + 1) * 127.5
-    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -42,7 +37,7 @@ def sample_images(generator: Generator, n: int, *, seed: int, truncation: float 
         z_batch = z[start:start + batch_size].to(device)
         w = generator.truncate(generator.mapping(z_batch), truncation)
         ws = w.unsqueeze(1).repeat(1, generator.n_latent, 1)
-        images.append(images_to_uint8(generator.synthesis(ws, noise="const")))
+        images.append(signed_tensor_to_images(generator.synthesis(ws, noise="const")))
         wplus.append(ws.cpu())
     height = width = generator.size
     return dict(

@@ -33,7 +33,7 @@ from PIL import Image
 from partseg.gan.checkpoint import save_checkpoint
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
-from partseg.gan.train import snapshot_path, snapshot_steps
+from partseg.snapshots import snapshot_path, snapshot_steps
 from partseg.io import file_sha256, save_png
 from partseg.visualize import enlarge
 

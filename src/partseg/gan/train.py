@@ -52,9 +52,12 @@ from partseg.gan.checkpoint import save_checkpoint
 from partseg.gan.diffaugment import diff_augment
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
-from partseg.gan.sampling import images_to_uint8, seeded_z
+from partseg.gan.sampling import seeded_z
+from partseg.imaging import signed_tensor_to_images, uint8_to_signed
 from partseg.io import atomic_path, list_images, read_image, save_png, save_torch, save_yaml
 from partseg.progress import progress
+from partseg.snapshots import (fingerprint, load_snapshot, newest_snapshot, save_numbered,
+                               snapshot_steps)
 
 # Options that do not change what is trained: they may differ between a run and its resume.
 RESUME_FREE_OPTIONS = ("steps", "snapshot_every", "device")
@@ -121,7 +124,7 @@ class ImageFolderData:
             uint8 = self.images[indices]
         else:
             uint8 = torch.from_numpy(np.stack([self._read(self.paths[i]) for i in indices.tolist()]))
-        return uint8.to(device).float() / 127.5 - 1.0
+        return uint8_to_signed(uint8.to(device))
 
 
 # ---- grids --------------------------------------------------------------------------------
@@ -145,7 +148,7 @@ def grid_size(size: int) -> int:
 @torch.no_grad()
 def render_grid(generator: Generator, z: torch.Tensor) -> np.ndarray:
     device = generator.input.input.device
-    images = [images_to_uint8(generator(z[i:i + 16].to(device), noise="const"))
+    images = [signed_tensor_to_images(generator(z[i:i + 16].to(device), noise="const"))
               for i in range(0, len(z), 16)]
     return image_grid(np.concatenate(images), grid_size(generator.size))
 
@@ -229,23 +232,10 @@ class TrainingState:
 # ---- snapshots ----------------------------------------------------------------------------
 
 def run_id(options: dict) -> str:
-    """Hash of every option that defines the result, except those free to change on resume."""
-    defining = {k: v for k, v in sorted(options.items()) if k not in RESUME_FREE_OPTIONS}
+    """Hash of the run's fingerprint: every option that defines the result, except those free
+    to change on resume (the folder name is how a GAN snapshot is matched to its run)."""
+    defining = fingerprint(options, RESUME_FREE_OPTIONS)
     return hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def snapshot_path(run_dir: Path, step: int) -> Path:
-    return run_dir / f"snapshot-{step:06d}.pt"
-
-
-def snapshot_steps(run_dir: Path) -> list[int]:
-    """Steps of the complete snapshots in a run folder (complete = renamed into place)."""
-    steps = []
-    for path in run_dir.glob("snapshot-*.pt"):
-        suffix = path.stem.split("-", 1)[1]
-        if suffix.isdigit():
-            steps.append(int(suffix))
-    return sorted(steps)
 
 
 def write_log(rows: list[dict], path: Path, columns=LOG_COLUMNS) -> None:
@@ -268,23 +258,18 @@ def save_snapshot(state: TrainingState, run_dir: Path, grid_z: torch.Tensor) -> 
     save_torch({"g_ema": state.g_ema.state_dict(), "options": state.options, "step": state.step},
                run_dir / f"g_ema-{state.step:06d}.pt")
     write_log(state.log_rows, run_dir / "training_log.tsv")
-    save_torch(state.state_dict(), snapshot_path(run_dir, state.step))
     # Keep the newest few full snapshots only (grids and EMA weights stay: the record).
-    for old in snapshot_steps(run_dir)[:-KEEP_SNAPSHOTS]:
-        snapshot_path(run_dir, old).unlink(missing_ok=True)
+    save_numbered(state.state_dict(), run_dir, state.step, KEEP_SNAPSHOTS)
 
 
 def resume(state: TrainingState, run_dir: Path, steps: int) -> bool:
     """Load the newest snapshot at or below `steps`; False when there is none."""
-    candidates = [s for s in snapshot_steps(run_dir) if s <= steps]
-    if not candidates:
+    # A damaged snapshot: say so, do not silently restart. No fingerprint check: the run
+    # folder's name (run_id) is the fingerprint.
+    snapshot = load_snapshot(newest_snapshot(run_dir, steps), on_problem="refuse",
+                             what="training snapshot", map_location=state.device)
+    if snapshot is None:
         return False
-    path = snapshot_path(run_dir, candidates[-1])
-    try:
-        snapshot = torch.load(path, map_location=state.device, weights_only=True)
-    except Exception as error:  # a damaged snapshot: say so, do not silently restart
-        raise PartsegError(f"{path}: unreadable training snapshot ({error}); "
-                           "delete it to resume from an older one") from None
     state.load_state_dict(snapshot)
     return True
 

@@ -78,12 +78,13 @@ def realism_scores(images: list[np.ndarray], generator_dir: Path) -> list[dict] 
     when the checkpoint has no discriminator."""
     from partseg.device import resolve_device
     from partseg.gan import load_discriminator
+    from partseg.imaging import images_to_signed_tensor
 
     device = resolve_device()
     discriminator = load_discriminator(generator_dir / "generator.pt", device)
     if discriminator is None:
         return None
-    batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    batch = images_to_signed_tensor(np.stack(images), device)
     with torch.no_grad():
         logits = discriminator(batch).reshape(-1).cpu().tolist()
     return [{"realism": round(float(v), 4)} for v in logits]

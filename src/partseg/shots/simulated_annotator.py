@@ -64,7 +64,7 @@ def annotator_labels(model, images, classes: list[str], **predict_options) -> li
     has 4, so its labels are merged exactly as the dataset stage merged the ground truth (a
     no-op when the classes agree). Probabilities stay the annotator's own.
     """
-    from partseg.autoshot.train import predict_labels
+    from partseg.autoshot.segmenter import predict_labels
     from partseg.data.protocols import merge_labels
 
     own = list(model.meta["class_names"])

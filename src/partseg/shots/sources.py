@@ -67,9 +67,9 @@ def simulated_annotations(images: list[np.ndarray], annotator_path: Path, classe
                           ) -> tuple[list[np.ndarray], list[float]]:
     """The simulated annotator's masks of `images` in the dataset's `classes` (its 10 face
     classes merged under data.protocol face4), and its mean confidence on each."""
-    from partseg.autoshot.train import load_segmenter
-    from partseg.device import resolve_device
     from partseg.shots.simulated_annotator import annotator_labels
+    from partseg.autoshot.segmenter import load_segmenter
+    from partseg.device import resolve_device
 
     device = resolve_device()
     annotator = load_segmenter(annotator_path, device)

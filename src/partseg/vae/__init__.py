@@ -23,7 +23,6 @@ _EXPORTS = {
     "VAETraining": "train",
     "adopt_vae": "checkpoint",
     "load_vae": "checkpoint",
-    "psnr_of": "evaluate",
     "reconstruction_report": "evaluate",
     "save_vae": "checkpoint",
     "ship_vae": "ship",

@@ -5,20 +5,11 @@ Reconstructions decode the encoder's posterior mean, so they are deterministic.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from partseg.gan.sampling import images_to_uint8
+from partseg.imaging import images_to_signed_tensor, psnr_signed, signed_tensor_to_images
 from partseg.vae.model import GeneratorVAE
-
-
-def psnr_of(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two image batches in [-1, 1] (peak-to-peak 2). Float images, not uint8
-    (partseg.inversion.psnr): the training log's PSNR is measured the same way."""
-    mse = float((a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean())
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
 def reconstruction_grid(vae: GeneratorVAE, images: torch.Tensor) -> np.ndarray:
@@ -27,7 +18,7 @@ def reconstruction_grid(vae: GeneratorVAE, images: torch.Tensor) -> np.ndarray:
     vae.eval()
     recon = vae.reconstruct(images)
     vae.train(was_training)
-    rows = [np.concatenate(list(images_to_uint8(batch)), axis=1) for batch in (images, recon)]
+    rows = [np.concatenate(list(signed_tensor_to_images(batch)), axis=1) for batch in (images, recon)]
     return np.concatenate(rows, axis=0)
 
 
@@ -35,15 +26,14 @@ def reconstruction_report(vae: GeneratorVAE, info: dict, images: np.ndarray, sho
                           ) -> tuple[dict, np.ndarray]:
     """Held-out uint8 images [N, H, W, 3] -> (metrics: steps trained and the reconstruction
     PSNR over all N, a picture of the first `shown` and their reconstructions)."""
-    from partseg.inversion import images_to_tensor
     from partseg.visualize import image_grid
 
-    targets = images_to_tensor(images)
+    targets = images_to_signed_tensor(images)
     recon = vae.reconstruct(targets)
     options = info["options"]
     metrics = {"step": info["step"], "target_steps": options["steps"],
                "kimg": round(info["step"] * options["batch_size"] / 1000, 1),
-               "test_psnr_encoder": round(psnr_of(recon, targets), 3),
+               "test_psnr_encoder": round(psnr_signed(recon, targets), 3),
                "test_images": int(len(images))}
-    picture = image_grid([list(images[:shown]), list(images_to_uint8(recon[:shown]))], upscale=3)
+    picture = image_grid([list(images[:shown]), list(signed_tensor_to_images(recon[:shown]))], upscale=3)
     return metrics, picture

@@ -29,6 +29,7 @@ from torch import nn
 from partseg.gan.discriminator import ConvLayer, ResBlock
 from partseg.gan.generator import Generator, channels_at, log2_size
 from partseg.gan.layers import EqualLinear
+from partseg.imaging import psnr_db
 
 GENERATOR_KEYS = ("size", "style_dim", "n_mlp", "channel_base", "channel_max")
 
@@ -102,7 +103,7 @@ class GeneratorVAE(nn.Module):
         loss = (nll + self.kl_weight * kl).mean() / values
         mse = squared.mean() / values
         parts = {"loss": loss.detach(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
-                 "psnr": 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-12))}
+                 "psnr": psnr_db(mse.detach(), 2.0, 1e-12)}
         return loss, parts
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ import yaml
 
 from partseg.errors import PartsegError
 from partseg.gan.ship import machine
-from partseg.gan.train import snapshot_path, snapshot_steps
+from partseg.snapshots import snapshot_path, snapshot_steps
 from partseg.io import file_sha256, read_image, save_png
 from partseg.vae.checkpoint import RECORD_FILE, save_vae
 from partseg.vae.flops import compute_record

@@ -7,7 +7,8 @@ reconstruction grid and training_log.tsv beside it; the newest two are kept. Tra
 into the same folder continues from the newest snapshot at or below the target steps with the
 same optimiser state and RNG, so a run stopped by its budget is finished by rerunning it. A
 snapshot made with other defining options (model, loss, lr, batch, seed) is refused with a
-message rather than mixed in. The run folder's format is the GAN trainer's (partseg.gan.train).
+message rather than mixed in. The run folder's format is the GAN trainer's (partseg.snapshots'
+numbered layout).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import numpy as np
 import torch
 
 from partseg.errors import PartsegError
-from partseg.gan.train import snapshot_path, snapshot_steps, write_log
-from partseg.io import save_png, save_torch
+from partseg.gan.train import write_log
+from partseg.imaging import uint8_to_signed
+from partseg.io import save_png
 from partseg.progress import progress
+from partseg.snapshots import (fingerprint, load_snapshot, newest_snapshot, save_numbered,
+                               snapshot_steps)
 from partseg.vae.evaluate import reconstruction_grid
 from partseg.vae.model import GENERATOR_KEYS, GeneratorVAE
 
@@ -84,31 +88,16 @@ def save_snapshot(state: VAETraining, folder: Path, grid_images: torch.Tensor) -
     """Grid and log first, the snapshot last: an existing snapshot is complete."""
     save_png(reconstruction_grid(state.vae, grid_images), folder / f"grid-{state.step:06d}.png")
     write_log(state.log_rows, folder / "training_log.tsv", LOG_COLUMNS)
-    save_torch(state.state_dict(), snapshot_path(folder, state.step))
-    for old in snapshot_steps(folder)[:-KEEP_SNAPSHOTS]:
-        snapshot_path(folder, old).unlink(missing_ok=True)
-
-
-def defining(options: dict) -> dict:
-    return {k: v for k, v in options.items() if k not in RESUME_FREE}
+    save_numbered(state.state_dict(), folder, state.step, KEEP_SNAPSHOTS)
 
 
 def resume(state: VAETraining, folder: Path) -> bool:
     """Load the newest snapshot at or below the target steps; False when there is none."""
-    candidates = [s for s in snapshot_steps(folder) if s <= state.options["steps"]]
-    if not candidates:
+    snapshot = load_snapshot(newest_snapshot(folder, state.options["steps"]),
+                             fingerprint(state.options, RESUME_FREE), key="options",
+                             free=RESUME_FREE, on_problem="refuse", what="VAE snapshot")
+    if snapshot is None:
         return False
-    path = snapshot_path(folder, candidates[-1])
-    try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise PartsegError(f"{path}: unreadable VAE snapshot ({error}); delete it to resume "
-                           "from an older one") from None
-    if defining(snapshot["options"]) != defining(state.options):
-        changed = sorted(k for k in defining(state.options)
-                         if snapshot["options"].get(k) != state.options[k])
-        raise PartsegError(f"{folder}: its snapshots were trained with other options "
-                           f"({', '.join(changed)}); use another snapshot folder")
     state.load_state_dict(snapshot)
     return True
 
@@ -118,7 +107,7 @@ def resume(state: VAETraining, folder: Path) -> bool:
 def train_step(state: VAETraining, images: torch.Tensor) -> dict:
     """One Adam step on a batch drawn (with replacement) from the uint8 images [N, 3, H, W]."""
     index = torch.randint(images.shape[0], (state.options["batch_size"],))
-    batch = images[index].float() / 127.5 - 1.0
+    batch = uint8_to_signed(images[index])
     loss, parts = state.vae.loss(batch)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -150,7 +139,7 @@ def train_vae(images: np.ndarray, snapshot_dir: str | Path, options: dict,
     folder = Path(snapshot_dir)
     folder.mkdir(parents=True, exist_ok=True)
     data = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    grid_images = data[:GRID_IMAGES].float() / 127.5 - 1.0
+    grid_images = uint8_to_signed(data[:GRID_IMAGES])
     state = VAETraining(options)
     resume(state, folder)
     state.vae.train()

@@ -7,7 +7,7 @@ back (partseg.data.clip), with exact masks in the dataset's classes.
                                       classes=clip_classes("face4"))
 
 The methods (none smooths the labels over time):
-- "autoshot": the trained UNet (partseg.segment.Segmenter), in batches of 32 frames;
+- "autoshot": the trained UNet (partseg.autoshot.segmenter.Segmenter), in batches of 32 frames;
 - "oneshot": GAN inversion warm-started from the previous frame, then the few-shot net
   (partseg.video.oneshot.OneShotVideo.track);
 - "oneshot_cold": every frame inverted from the mean latent (video.cold_baseline).
@@ -115,7 +115,7 @@ def check_classes(what: str, path: Path, names, classes: list[str]) -> None:
 def autoshot_labels(model_path: Path, frames: np.ndarray,
                     classes: list[str]) -> tuple[np.ndarray, float]:
     """The auto-shot UNet's labels uint8 [N, H, W] and the seconds they took."""
-    from partseg.segment import Segmenter
+    from partseg.autoshot.segmenter import Segmenter
 
     segmenter = Segmenter(model_path)
     check_classes("auto-shot model", model_path, segmenter.class_names, classes)
