@@ -90,7 +90,7 @@ rule experiments:
 
 # ---- Snakemake and DVC agree -------------------------------------------------------------
 # Each tool keeps its own record of what was built (Snakemake: .snakemake/metadata; DVC:
-# dvc.lock) and ignores the other's. These hooks translate (src/partseg/dvc_sync.py says
+# dvc.lock) and ignores the other's. These hooks translate (src/partseg/plumbing/dvc_sync.py says
 # why this way): after a successful run, `dvc commit -f` the stages that ran, so `dvc status`
 # is up to date and `dvc repro` has nothing to do; and, as the Snakefile loads, adopt what
 # `dvc repro` built since the last agreement (`snakemake --touch` of exactly the stages
@@ -99,7 +99,7 @@ rule experiments:
 import sys
 
 try:
-    from partseg import dvc_sync
+    from partseg.plumbing import dvc_sync
 except ImportError as error:  # partseg not installed in this environment: nothing to sync
     dvc_sync = None
     print(f"partseg: WARNING: cannot import partseg ({error}); Snakemake and DVC records "

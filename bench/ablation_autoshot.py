@@ -52,9 +52,11 @@ def row_params(name: str, rows: dict[str, list[str]]) -> list[str]:
     base, _, seed = name.partition("@")
     if base not in rows:
         sys.exit(f"unknown row {base!r}; rows: {', '.join(rows)}")
+    if not seed:
+        return rows[base]
     # synthesize.seed's default is 1000: a seed row keeps its images apart from seed 0's.
-    seeds = [f"{key}={int(seed) + (1000 if key == 'synthesize.seed' else 0)}" for key in SEED_KEYS]
-    return rows[base] + (seeds if seed else [])
+    return rows[base] + [f"{key}={int(seed) + (1000 if key == 'synthesize.seed' else 0)}"
+                         for key in SEED_KEYS]
 
 
 def run_row(name: str, rows: dict[str, list[str]]) -> dict:

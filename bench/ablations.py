@@ -28,7 +28,7 @@ from partseg.features import FeatureExtractor, write_feature_cache
 from partseg.fewshot.predict import predict_logits
 from partseg.fewshot.train import train_fewshot
 from partseg.gan import load_generator
-from partseg.io import read_image
+from partseg.plumbing.io import read_image
 from partseg.metrics import ConfusionMatrix
 from partseg.report import markdown_table
 

@@ -23,7 +23,7 @@ import torch
 
 from partseg.autoshot.train import train_segmenter
 from partseg.autoshot.unet import UNet
-from partseg.device import resolve_device
+from partseg.plumbing.device import resolve_device
 
 NUM_CLASSES = 6
 UNET = {"base_channels": 32, "depth": 3}

@@ -33,7 +33,7 @@ import torch
 from partseg.autoshot.segmenter import load_segmenter, save_segmenter
 from partseg.autoshot.unet import UNet
 from partseg.export import export_segmenter
-from partseg.params import as_dict, load_params
+from partseg.plumbing.params import as_dict, load_params
 
 
 def cpu_model() -> str:

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from partseg.gan import Generator, sample_images, train_gan
 from partseg.gan.layers import LRELU_GAIN, LRELU_SLOPE
-from partseg.io import save_png
+from partseg.plumbing.io import save_png
 
 CONFIGS = {
     "demo": dict(size=32, style_dim=128, n_mlp=4, channel_base=1024, channel_max=128, batch=16),

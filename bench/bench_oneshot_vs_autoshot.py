@@ -22,7 +22,7 @@ from partseg.fewshot.predict import predict_logits
 from partseg.fewshot.train import load_fewshot_model
 from partseg.gan import load_discriminator, load_generator
 from partseg.inversion import invert_images
-from partseg.params import as_dict, load_params
+from partseg.plumbing.params import as_dict, load_params
 
 
 def main() -> None:

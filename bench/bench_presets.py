@@ -22,7 +22,7 @@ from partseg.autoshot.unet import UNet
 from partseg.features.extract import FeatureExtractor
 from partseg.fewshot.dilated_cnn import DilatedCNN
 from partseg.gan import Generator
-from partseg.params import parse_params
+from partseg.plumbing.params import parse_params
 from partseg.presets import apply_preset, preset_names
 
 GIB = 2 ** 30

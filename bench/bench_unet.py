@@ -66,7 +66,7 @@ from partseg.autoshot.unet import UNet
 from partseg.data.folder import load_classes, load_split_arrays
 from partseg.imaging import images_to_unit_tensor
 from partseg.metrics import ConfusionMatrix
-from partseg.params import as_dict, load_params
+from partseg.plumbing.params import as_dict, load_params
 
 
 def test_miou(model, dataset: str) -> float:

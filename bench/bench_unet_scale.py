@@ -21,8 +21,8 @@ import torch
 from partseg.autoshot.train import (AUGMENT_DEFAULTS, _adam, _augment_batch, training_step,
                                     warmup_cosine_decay_lr)
 from partseg.autoshot.unet import UNet
-from partseg.device import mixed_precision_dtype
-from partseg.params import as_dict, load_params
+from partseg.plumbing.device import mixed_precision_dtype
+from partseg.plumbing.params import as_dict, load_params
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import sys
 # The library is importable from this checkout even where it is not installed.
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from partseg.code_deps import stage_code  # a rule's code= inputs: its module's import closure
-from partseg.errors import PartsegError
+from partseg.plumbing.code_deps import stage_code  # a rule's code= inputs: its module's import closure
+from partseg.plumbing.errors import PartsegError
 
 
 def total_cores():
@@ -24,7 +24,7 @@ def total_cores():
 def check_params_or_stop():
     """Stop at load, before any job starts or any output is removed, when params.yaml is bad:
     the one line `partseg check` prints, exit status 2."""
-    from partseg.check import check_before_running
+    from partseg.plumbing.check import check_before_running
 
     try:
         check_before_running("params.yaml")
@@ -38,7 +38,7 @@ def section(*keys):
 
     Snakemake reruns a rule when its params change, so each rule lists exactly what it reads.
     A section params.yaml lacks (a file written before the experiments' sections existed)
-    has the defaults the stage itself would use (src/partseg/params.py).
+    has the defaults the stage itself would use (src/partseg/plumbing/params.py).
     """
     values = {}
     for key in keys:
@@ -49,10 +49,10 @@ def section(*keys):
 
 
 def default_section(name):
-    """A params section's defaults, as partseg.params documents them."""
+    """A params section's defaults, as partseg.plumbing.params documents them."""
     import dataclasses
 
-    from partseg.params import Params
+    from partseg.plumbing.params import Params
 
     return dataclasses.asdict(Params())[name]
 

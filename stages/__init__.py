@@ -8,5 +8,5 @@ import sys
 from pathlib import Path
 
 # A stage runs the library of the checkout it belongs to, whatever partseg is installed (or
-# none, under `snakemake --use-conda`): that is the code its cache tracks (partseg.code_deps).
+# none, under `snakemake --use-conda`): that is the code its cache tracks (partseg.plumbing.code_deps).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))

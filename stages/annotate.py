@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.io import atomic_dir, save_json, save_png, save_torch
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, save_json, save_png, save_torch
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):

@@ -16,9 +16,9 @@ is seeded by baselines.seed alone.
 
 from pathlib import Path
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, snapshot_folder, stage_parser
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def train_one(name: str, count: int, images, masks, classes: list[str], resolution: int,
@@ -29,7 +29,7 @@ def train_one(name: str, count: int, images, masks, classes: list[str], resoluti
 
     from partseg.autoshot.segmenter import save_segmenter
     from partseg.autoshot.train import train_segmenter
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -63,8 +63,8 @@ def build(args, params):
     from multiprocessing import get_context
 
     from partseg.data.folder import load_classes, load_split_arrays
-    from partseg.device import resolve_device
-    from partseg.params import as_dict
+    from partseg.plumbing.device import resolve_device
+    from partseg.plumbing.params import as_dict
 
     autoshot, options = params.train_autoshot, params.baselines
     images, masks, _ = load_split_arrays(args.dataset, "labeled")

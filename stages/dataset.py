@@ -15,7 +15,7 @@ Read the result with partseg.data.folder.load_split_arrays.
 import shutil
 from pathlib import Path
 
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def write_folder_dataset(folder: Path, data, split_sizes, threads) -> dict:

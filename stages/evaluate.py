@@ -18,9 +18,9 @@ own classes, as in the default run.
 
 from pathlib import Path
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_dir, atomic_path, load_json, save_json
-from partseg.stage import available_splits, log, run_stage, stage_parser
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_dir, atomic_path, load_json, save_json
+from partseg.plumbing.stage import available_splits, log, run_stage, stage_parser
 
 
 def build(args, params):

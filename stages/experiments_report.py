@@ -11,8 +11,8 @@ Writes experiments/results/experiments_report/report.md and <experiment>/<pictur
 
 from pathlib import Path
 
-from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):

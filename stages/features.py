@@ -10,17 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.io import atomic_dir, read_mask
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, read_mask
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.gan import load_generator
     from partseg.imaging import resize_masks
-    from partseg.io import load_json, load_weights
-    from partseg.params import as_dict
+    from partseg.plumbing.io import load_json, load_weights
+    from partseg.plumbing.params import as_dict
 
     device = resolve_device()
     checkpoint = Path(args.generator) / "generator.pt"

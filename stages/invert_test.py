@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.io import atomic_dir, atomic_path, save_json, save_png, save_torch
-from partseg.stage import available_splits, log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, atomic_path, save_json, save_png, save_torch
+from partseg.plumbing.stage import available_splits, log, run_stage, stage_parser
 
 
 def invert_split(out_dir: Path, images, stems, generator, discriminator,
                  extractor, checksum, params, device) -> float:
     from partseg.features import write_feature_cache
     from partseg.inversion import invert_images
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
     from partseg.visualize import image_grid
 
     result = invert_images(generator, images, D=discriminator, device=device,
@@ -41,7 +41,7 @@ def invert_split(out_dir: Path, images, stems, generator, discriminator,
 
 def build(args, params):
     from partseg.data.folder import load_split_arrays
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum
     from partseg.gan import load_discriminator, load_generator
 

@@ -22,16 +22,16 @@ per protocol the ground truth and the prediction).
 import shutil
 from pathlib import Path
 
-from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.experiments import partitions as experiment
     from partseg.experiments.shared import write_results
     from partseg.features import FeatureCache
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     names = params.partitions.names
     dataset, generator = Path(args.dataset), Path(args.generator)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partseg.io import atomic_dir, atomic_path, load_json, save_json
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, atomic_path, load_json, save_json
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureCache
     from partseg.fewshot.predict import predict_from_cache
     from partseg.fewshot.train import load_fewshot_model

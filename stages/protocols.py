@@ -14,17 +14,17 @@ predictions per protocol and k).
 import shutil
 from pathlib import Path
 
-from partseg.io import atomic_dir
-from partseg.stage import run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import run_stage, stage_parser
 
 
 def build(args, params):
     from partseg.data.folder import load_classes
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.experiments import protocols as experiment
     from partseg.experiments.shared import write_results
     from partseg.features import FeatureCache
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     dataset, inversions = Path(args.dataset), Path(args.inversions) / "test"
     names, settings = params.protocols.names, as_dict(params.train_fewshot)

@@ -4,8 +4,8 @@ benchmark files, when the pipeline ran under Snakemake)."""
 
 from pathlib import Path
 
-from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):

@@ -17,8 +17,8 @@ reconstructions.png (test images and each generator's reconstruction of them).
 
 from pathlib import Path
 
-from partseg.io import atomic_dir
-from partseg.stage import run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import run_stage, stage_parser
 
 
 def build(args, params):

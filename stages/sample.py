@@ -7,12 +7,12 @@ Sample i depends only on (sample.seed, i): asking for more samples keeps the fir
 from pathlib import Path
 
 
-from partseg.io import atomic_dir, save_png, save_torch
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, save_png, save_torch
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.gan import load_generator
     from partseg.gan import sample_images
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_dir, save_json, save_png, save_torch
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_dir, save_json, save_png, save_torch
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def pick_shots(args, params, classes: list[str]) -> tuple[dict, dict]:
@@ -40,11 +40,11 @@ def pick_shots(args, params, classes: list[str]) -> tuple[dict, dict]:
 
 def cache_features(out: Path, shots: dict, generator_dir: Path, params) -> None:
     """The shots' GAN features (as stage features caches them) and their masks beside them."""
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.gan import load_generator
     from partseg.imaging import resize_masks
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     device = resolve_device()
     checkpoint = generator_dir / "generator.pt"

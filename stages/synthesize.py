@@ -8,12 +8,12 @@ synthesize.drop_uncertain drops the most uncertain fraction of the images.
 
 from pathlib import Path
 
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):
     from partseg.autoshot.synthesize import synthesize_shard
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureExtractor
     from partseg.fewshot.train import load_fewshot_model
     from partseg.gan import load_generator

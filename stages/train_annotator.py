@@ -10,9 +10,9 @@ Writes results/train_annotator/{annotator.pt, metrics.json, record.yaml}.
 
 from pathlib import Path
 
-from partseg.io import atomic_dir, file_sha256, save_json, save_yaml
-from partseg.params import as_dict
-from partseg.stage import log, run_stage, snapshot_folder, stage_parser
+from partseg.plumbing.io import atomic_dir, file_sha256, save_json, save_yaml
+from partseg.plumbing.params import as_dict
+from partseg.plumbing.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def train_new(options, resolution: int, classes: list[str], out: Path, snapshots: Path, threads: int):
@@ -20,7 +20,7 @@ def train_new(options, resolution: int, classes: list[str], out: Path, snapshots
     from partseg.autoshot.train import train_segmenter
     from partseg.data.protocols import merge_labels, merges_face_classes
     from partseg.data.synthetic import FACE_CLASSES
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.shots.simulated_annotator import render_training_faces
 
     images, masks = render_training_faces(options.n_images, seed=options.seed,
@@ -45,7 +45,7 @@ def adopt(checkpoint: str, classes: list[str], resolution: int, out: Path) -> di
 
     from partseg.shots.simulated_annotator import check_annotator
     from partseg.autoshot.segmenter import load_segmenter
-    from partseg.errors import PartsegError
+    from partseg.plumbing.errors import PartsegError
 
     if not Path(checkpoint).is_file():
         raise PartsegError(f"params key train_annotator.checkpoint: {checkpoint} does not exist "

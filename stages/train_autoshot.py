@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, snapshot_folder, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 def load_shards(synthesize_dir: Path, shards: list[int]) -> tuple[list, list]:
@@ -21,7 +21,7 @@ def load_shards(synthesize_dir: Path, shards: list[int]) -> tuple[list, list]:
 
     Only the configured shards are read: a folder left from a run with more shards is ignored.
     """
-    from partseg.errors import PartsegError
+    from partseg.plumbing.errors import PartsegError
 
     dirs = [synthesize_dir / f"shard_{shard}" for shard in shards]
     missing = [str(d) for d in dirs if not (d / "logits.npy").is_file()]
@@ -36,9 +36,9 @@ def build(args, params):
     from partseg.autoshot.segmenter import save_segmenter
     from partseg.autoshot.train import train_segmenter
     from partseg.data.folder import load_classes
-    from partseg.device import resolve_device
-    from partseg.distributed import current
-    from partseg.params import as_dict
+    from partseg.plumbing.device import resolve_device
+    from partseg.plumbing.distributed import current
+    from partseg.plumbing.params import as_dict
 
     options = params.train_autoshot
     images, logits = load_shards(Path(args.shards), params.synthesize.shards)

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.io import atomic_dir
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureCache
     from partseg.fewshot.train import save_fewshot_model, train_fewshot
-    from partseg.io import load_json
-    from partseg.params import as_dict
+    from partseg.plumbing.io import load_json
+    from partseg.plumbing.params import as_dict
 
     features_dir = Path(args.features)
     cache = FeatureCache(features_dir / "cache")

@@ -10,9 +10,9 @@ batch; rank 0 writes the snapshots and the outputs.
 
 from pathlib import Path
 
-from partseg.io import atomic_dir, save_yaml
-from partseg.params import as_dict
-from partseg.stage import log, run_stage, snapshot_folder, stage_parser
+from partseg.plumbing.io import atomic_dir, save_yaml
+from partseg.plumbing.params import as_dict
+from partseg.plumbing.stage import log, run_stage, snapshot_folder, stage_parser
 
 
 RECORD_FILE = "record.yaml"  # beside a generator this project trained and ships
@@ -27,7 +27,7 @@ def check_record(checkpoint: Path, params) -> dict | None:
     """
     import yaml
 
-    from partseg.errors import PartsegError
+    from partseg.plumbing.errors import PartsegError
 
     record_path = checkpoint.parent / RECORD_FILE
     if not record_path.is_file():
@@ -44,7 +44,7 @@ def check_record(checkpoint: Path, params) -> dict | None:
             f"{', '.join(differs)} per {record_path}. Set train_gan.checkpoint: null to train a "
             f"generator on your data (see README, 'Your own data'), or point it at a generator "
             f"trained on it")
-    from partseg.io import file_sha256
+    from partseg.plumbing.io import file_sha256
 
     if record.get("sha256") and record["sha256"] != file_sha256(checkpoint):
         raise PartsegError(
@@ -55,9 +55,9 @@ def check_record(checkpoint: Path, params) -> dict | None:
 
 
 def adopt_pretrained(checkpoint: str, out_dir: Path, params) -> None:
-    from partseg.errors import PartsegError
+    from partseg.plumbing.errors import PartsegError
     from partseg.gan import load_discriminator, load_generator, save_checkpoint
-    from partseg.io import file_sha256
+    from partseg.plumbing.io import file_sha256
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -82,7 +82,7 @@ def adopt_pretrained(checkpoint: str, out_dir: Path, params) -> None:
 
 
 def train(args, params, out_dir: Path) -> None:
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.gan.train import ImageFolderData, train_gan
 
     settings = as_dict(params.train_gan)
@@ -94,7 +94,7 @@ def train(args, params, out_dir: Path) -> None:
 
 
 def build(args, params):
-    from partseg.distributed import current
+    from partseg.plumbing.distributed import current
 
     options = params.train_gan
     if not current().is_main:  # the other ranks train; rank 0 writes

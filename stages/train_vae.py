@@ -13,8 +13,8 @@ and metrics.json (the reconstruction PSNR of the first 50 test images, the steps
 
 from pathlib import Path
 
-from partseg.io import atomic_dir, save_json, save_png
-from partseg.stage import log, run_stage, snapshot_folder, stage_parser
+from partseg.plumbing.io import atomic_dir, save_json, save_png
+from partseg.plumbing.stage import log, run_stage, snapshot_folder, stage_parser
 
 PSNR_IMAGES = 50
 SHOWN = 8
@@ -23,7 +23,7 @@ SHOWN = 8
 def train(args, gan_config: dict, params, trained_on: dict, out: Path):
     """Train (or resume) with the params section's keys, then ship into `out`."""
     from partseg.data.folder import load_split_arrays
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
     from partseg.vae import load_vae, ship_vae, train_vae, training_options
 
     section = {k: v for k, v in as_dict(params.train_vae).items() if k != "checkpoint"}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.io import atomic_dir, atomic_path, save_json, save_png
-from partseg.stage import run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, atomic_path, save_json, save_png
+from partseg.plumbing.stage import run_stage, stage_parser
 
 
 def build(args, params):

@@ -18,8 +18,8 @@ to the 4 of the face4 protocol when data.protocol is face4. Writes:
 
 import numpy as np
 
-from partseg.io import atomic_dir, atomic_path, save_json, save_png, save_yaml
-from partseg.stage import log, run_stage, stage_parser
+from partseg.plumbing.io import atomic_dir, atomic_path, save_json, save_png, save_yaml
+from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
 def build(args, params):

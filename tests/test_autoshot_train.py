@@ -10,7 +10,7 @@ from partseg.autoshot import train as train_module
 from partseg.autoshot.segmenter import load_segmenter, predict_labels, save_segmenter
 from partseg.autoshot.train import ArrayStack, train_segmenter, warmup_cosine_decay_lr
 from partseg.autoshot.unet import UNet
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor
 
 TINY = {"base_channels": 8, "depth": 2}

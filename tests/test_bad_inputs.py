@@ -33,9 +33,9 @@ from PIL import Image
 from conftest import required_stage_arguments
 from partseg.data.folder import stem_problem
 from partseg.data.packed import load_packed_split, pack_folder_dataset, read_stems, write_stems
-from partseg.errors import PartsegError
-from partseg.io import MAX_IMAGE_PIXELS, save_yaml
-from partseg.params import parse_params
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import MAX_IMAGE_PIXELS, save_yaml
+from partseg.plumbing.params import parse_params
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["background", "part"]

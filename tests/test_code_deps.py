@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from partseg import code_deps
+from partseg.plumbing import code_deps
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
@@ -50,9 +50,9 @@ def test_package_exports_are_lazy_and_resolve():
 
 
 def test_dvc_yaml_code_deps_are_up_to_date():
-    """`python -m partseg.code_deps --write` after changing imports keeps dvc.yaml in step."""
+    """`python -m partseg.plumbing.code_deps --write` after changing imports keeps dvc.yaml in step."""
     assert code_deps.sync_dvc_yaml(write=False) == [], (
-        "dvc.yaml is out of date: run `python -m partseg.code_deps --write`")
+        "dvc.yaml is out of date: run `python -m partseg.plumbing.code_deps --write`")
 
 
 def test_snakemake_code_inputs_are_the_closure():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import required_stage_arguments
-from partseg.params import Params
+from partseg.plumbing.params import Params
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARD = re.compile(r"results/synthesize/shard_(\d+|\{shard[^}]*\}|\$\{item\})$")
@@ -185,7 +185,7 @@ def test_params_sections_exist(both):
 
 
 def test_snakefile_keeps_dvc_in_step():
-    """The hooks of src/partseg/dvc_sync.py: adopt DVC's builds on load, commit on success."""
+    """The hooks of src/partseg/plumbing/dvc_sync.py: adopt DVC's builds on load, commit on success."""
     text = (ROOT / "Snakefile").read_text()
     assert "dvc_sync.adopt_dvc_builds(workflow)" in text
     onsuccess = text[text.index("\nonsuccess:"):]
@@ -195,7 +195,7 @@ def test_snakefile_keeps_dvc_in_step():
 
 
 def test_only_stages_dvc_built_and_proves_up_to_date_are_adopted():
-    from partseg.dvc_sync import _rules_to_adopt
+    from partseg.plumbing.dvc_sync import _rules_to_adopt
 
     def entry(md5):
         return {"cmd": "c", "outs": [{"path": f"results/{md5}", "md5": md5}]}

@@ -6,7 +6,7 @@ from PIL import Image
 
 from partseg.data import FACE_CLASSES, FolderSplit, import_celebamask, validate_folder_dataset
 from partseg.data.celebamask import compose_mask
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 C = {name: i for i, name in enumerate(FACE_CLASSES)}
 IGNORE = 255

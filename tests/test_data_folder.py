@@ -7,7 +7,7 @@ from PIL import Image
 
 from partseg.data import (FolderSplit, load_classes, load_split_arrays, prepare_folder_dataset,
                           validate_folder_dataset)
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 CLASSES = ["background", "body", "head"]
 

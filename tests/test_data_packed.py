@@ -10,7 +10,7 @@ import pytest
 
 from partseg.data import (generate_synthetic_dataset, load_classes, load_split_arrays,
                           pack_folder_dataset, split_fingerprint)
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan.train import ImageFolderData
 
 ROOT = Path(__file__).resolve().parent.parent

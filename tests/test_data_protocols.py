@@ -12,8 +12,8 @@ from partseg.data.folder import load_classes, load_split_arrays
 from partseg.data.protocols import (label_lookup, merge_folder_dataset, merge_labels,
                                     merges_face_classes, protocol_classes)
 from partseg.data.synthetic import FACE_CLASSES, generate_synthetic_dataset
-from partseg.errors import PartsegError
-from partseg.params import parse_params
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.params import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE4 = ["background", "eye", "mouth", "nose"]

@@ -9,7 +9,7 @@ import yaml
 from partseg.data import FACE_CLASSES, generate_synthetic_dataset, render_face_sample
 from partseg.data.folder import FolderSplit, validate_folder_dataset
 from partseg.data.synthetic import face_specs
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 
 def _digest(*arrays):

@@ -1,4 +1,4 @@
-"""Data-parallel training (partseg.distributed) under torchrun with 2 gloo processes on CPU.
+"""Data-parallel training (partseg.plumbing.distributed) under torchrun with 2 gloo processes on CPU.
 
 What "the same run" means: with the same global batch, a 2-process run draws the same batches
 and augmentations, normalises the loss by the global pixel count and uses BatchNorm statistics
@@ -31,7 +31,7 @@ TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
 PRELUDE = '''
 import os, sys
 import numpy as np, torch
-from partseg import distributed
+from partseg.plumbing import distributed
 from partseg.{module} import train as trainer
 
 out, steps, die_after, global_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -77,7 +77,7 @@ distributed.shutdown()
 
 
 def gan_images(tmp_path):
-    from partseg.io import save_png
+    from partseg.plumbing.io import save_png
 
     folder = tmp_path / "images"
     if not folder.exists():
@@ -182,7 +182,7 @@ def test_a_per_rank_batch_would_differ(tmp_path, one_process):
 
 
 def test_global_batchnorm_equals_batchnorm_with_one_process():
-    from partseg.distributed import GlobalBatchNorm2d, convert_batchnorm
+    from partseg.plumbing.distributed import GlobalBatchNorm2d, convert_batchnorm
 
     torch.manual_seed(0)
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))

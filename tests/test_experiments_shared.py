@@ -4,7 +4,7 @@ cache, the protocols' tables and the combined report."""
 import numpy as np
 import pytest
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features import write_cache_from_arrays
 from partseg.fewshot.evaluate import first_images_cache, fewshot_scores
 

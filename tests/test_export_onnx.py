@@ -17,10 +17,10 @@ from partseg import __version__, cli  # noqa: E402
 from partseg.autoshot.segmenter import Segmenter, load_segmenter, save_segmenter  # noqa: E402
 from partseg.autoshot.train import train_segmenter  # noqa: E402
 from partseg.autoshot.unet import UNet  # noqa: E402
-from partseg.errors import PartsegError  # noqa: E402
+from partseg.plumbing.errors import PartsegError  # noqa: E402
 from partseg.export import INPUT_SPEC, OPSET, export_bytes, export_segmenter  # noqa: E402
 from partseg.imaging import images_to_unit_tensor  # noqa: E402
-from partseg.io import read_mask  # noqa: E402
+from partseg.plumbing.io import read_mask  # noqa: E402
 from partseg.onnx_backend import OnnxSegmenter, open_segmenter  # noqa: E402
 
 RESOLUTION = 16

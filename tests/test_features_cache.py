@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features import (FeatureCache, FeatureExtractor, build_or_reuse, cache_is_current,
                               generator_checksum, stale_reason, write_feature_cache)
 from partseg.features import cache as cache_module

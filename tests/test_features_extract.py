@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features import FeatureExtractor, resize_feature_map, select_layers
 from partseg.gan import Generator, sample_images
 from conftest import tiny_generator

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.fewshot import DilatedCNN, Ensemble, PixelMLP, build_network
 from partseg.fewshot import mlp as mlp_module
 from partseg.fewshot.dilated_cnn import receptive_field, scaled_dilations

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features.cache import FeatureCache
 from partseg.fewshot import (Ensemble, load_fewshot_model, predict_from_cache, predict_logits,
                              save_fewshot_model, train_fewshot, uncertainty)

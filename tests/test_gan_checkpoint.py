@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan import Discriminator, Generator, load_discriminator, load_generator, save_checkpoint
 from partseg.gan.checkpoint import infer_generator_config
 from test_gan_reference import rosinality_generator_state, write_rosinality_checkpoint

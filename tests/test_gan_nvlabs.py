@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from partseg.cli import main as cli_main
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan import load_discriminator, load_generator
 from partseg.gan.checkpoint import load_checkpoint_file
 from partseg.gan.nvlabs import PersistentRecord, is_network_pickle, read_network_pickle

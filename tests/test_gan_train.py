@@ -13,11 +13,11 @@ import yaml
 from PIL import Image
 
 import partseg.gan.train as train_module
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan import Generator, load_discriminator, load_generator, sample_images, train_gan
 from partseg.gan.train import LOG_COLUMNS
 from partseg.imaging import signed_tensor_to_images
-from partseg.io import save_png
+from partseg.plumbing.io import save_png
 
 TINY = dict(size=16, style_dim=16, n_mlp=2, channel_base=128, channel_max=16, batch_size=4,
             r1_every=2, pl_every=2, pl_weight=1.0, seed=3)
@@ -153,7 +153,7 @@ def test_sample_wplus_reproduces_the_images_with_truncation(small_generator):
 
 def test_a_shipped_run_loads_records_its_checksum_and_resumes_where_it_says(images_dir, tmp_path):
     from partseg.gan.ship import ship
-    from partseg.io import file_sha256
+    from partseg.plumbing.io import file_sha256
 
     summary = run(images_dir, tmp_path, steps=4)
     out = tmp_path / "shipped"

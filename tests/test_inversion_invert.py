@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features import FeatureExtractor
 from partseg.gan import Discriminator, sample_images
 from partseg.imaging import signed_tensor_to_images

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.metrics import ConfusionMatrix, confusion_png
 
 # (target, prediction) pairs kept: (0,0) (0,1) (1,1) (1,1) (2,1); the 255 pixel is ignored.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partseg.io import read_mask, save_png, save_yaml
+from partseg.plumbing.io import read_mask, save_png, save_yaml
 from partseg.paint.server import serve
 
 try:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partseg.errors import PartsegError
-from partseg.io import read_image, read_mask, save_png, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import read_image, read_mask, save_png, save_yaml
 from partseg.paint.folder import AnnotationFolder
 from partseg.paint.server import serve
 from partseg.visualize import palette

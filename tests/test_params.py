@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from partseg.errors import PartsegError
-from partseg.params import Params, load_params, parse_params
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.params import Params, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

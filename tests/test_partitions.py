@@ -19,9 +19,9 @@ from partseg.data.partitions import FACE_REGION, PARTITIONS, render_partition_sa
 from partseg.data.protocols import (check_protocol, classes_under, known_protocols, relabel,
                                     split_masks)
 from partseg.data.synthetic import FACE_CLASSES, face_specs, render_face_sample
-from partseg.errors import PartsegError
-from partseg.io import load_json
-from partseg.params import Params, parse_params
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import load_json
+from partseg.plumbing.params import Params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the stages package (`pytest` alone does not put it there)
@@ -193,7 +193,7 @@ def annotate_args(project, out: Path, protocol: str | None):
 
 
 def test_annotate_inverted_shots_in_a_partition(project, tmp_path):
-    from partseg.io import read_mask
+    from partseg.plumbing.io import read_mask
     from stages.annotate import build
 
     build(annotate_args(project, tmp_path / "grid4", "grid4"), project.params)
@@ -232,7 +232,7 @@ def evaluation_inputs(project, tmp_path: Path) -> SimpleNamespace:
     first 3 test images (here: their true grid4 masks, the few-shot net trained in grid4)."""
     from partseg.autoshot.segmenter import save_segmenter
     from partseg.autoshot.unet import UNet
-    from partseg.io import save_json
+    from partseg.plumbing.io import save_json
 
     torch.manual_seed(0)
     save_segmenter(tmp_path / "autoshot" / "model.pt", UNet(10, base_channels=4, depth=2),

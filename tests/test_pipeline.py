@@ -1,6 +1,6 @@
 """The whole DAG, end to end, under both tools, on tests/tiny_params.yaml.
 
-Snakemake and DVC share one state (src/partseg/dvc_sync.py): whichever tool built last, the
+Snakemake and DVC share one state (src/partseg/plumbing/dvc_sync.py): whichever tool built last, the
 other has nothing to do, and a changed param reruns exactly the stages that depend on it under
 either tool. Proved in both orders, each in its own temporary copy of the repository:
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.presets import PRESETS_DIR, apply_preset, dvc_flags, load_overlay, main, preset_names
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,13 +13,13 @@ import torch
 import yaml
 
 from conftest import tiny_generator, two_squares
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features import FeatureExtractor, write_feature_cache
 from partseg.gan import Generator, save_checkpoint
-from partseg.io import save_json, save_png, save_torch
-from partseg.params import parse_params
+from partseg.plumbing.io import save_json, save_png, save_torch
+from partseg.plumbing.params import parse_params
 from partseg.experiments.representations import reading, rgbxy_features
-from partseg.snapshots import snapshot_steps
+from partseg.plumbing.snapshots import snapshot_steps
 from partseg.vae import (GeneratorVAE, load_vae, ship_vae, step_flops, train_vae,
                          training_options)
 from stages.representations import build

@@ -12,7 +12,7 @@ from PIL import Image
 from partseg import cli
 from partseg.autoshot.segmenter import Segmenter, save_segmenter
 from partseg.autoshot.train import train_segmenter
-from partseg.io import read_mask
+from partseg.plumbing.io import read_mask
 from conftest import two_squares
 from partseg.segment import expand_inputs, segment_paths
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from partseg.data.synthetic import generate_synthetic_dataset, render_face_sample
-from partseg.io import load_json
+from partseg.plumbing.io import load_json
 from partseg.shots.simulated_annotator import render_training_faces
 
 ROOT = Path(__file__).resolve().parent.parent

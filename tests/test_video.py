@@ -16,9 +16,9 @@ from PIL import Image
 from conftest import tiny_generator, two_squares
 from partseg import cli
 from partseg.data.synthetic import FACE_CLASSES
-from partseg.errors import PartsegError
-from partseg.io import read_mask
-from partseg.params import Params
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import read_mask
+from partseg.plumbing.params import Params
 from partseg.video import (flicker_per_pair, list_frames, open_video, per_frame_miou, read_video,
                            temporal_flicker, write_video)
 

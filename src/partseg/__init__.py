@@ -14,7 +14,7 @@ def lazy_exports(package: str, exports: dict[str, str]):
     Packages list their public names as `_EXPORTS = {name: submodule}` instead of importing
     every submodule up front: `from partseg.gan import load_generator` then runs only
     gan/checkpoint.py and what it imports, so a pipeline stage's code dependencies
-    (partseg.code_deps, which reads the same table) are exactly the code it runs.
+    (partseg.plumbing.code_deps, which reads the same table) are exactly the code it runs.
     """
     import importlib
 

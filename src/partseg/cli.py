@@ -16,13 +16,13 @@ import argparse
 import importlib
 import sys
 
-from partseg.errors import exit_on_user_error
+from partseg.plumbing.errors import exit_on_user_error
 
 SUBCOMMANDS = {
     "segment": ("partseg.segment", "segment images with a trained auto-shot model"),
     "export": ("partseg.export", "export a trained segmenter to ONNX (runs without partseg)"),
     "annotate": ("partseg.paint.server", "paint part masks on the generated samples in a browser"),
-    "check": ("partseg.check", "validate params.yaml and the dataset folder"),
+    "check": ("partseg.plumbing.check", "validate params.yaml and the dataset folder"),
     "convert": ("partseg.convert", "NVlabs StyleGAN2 .pkl -> rosinality .pt (never runs its code)"),
 }
 

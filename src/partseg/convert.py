@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 ROSINALITY_KEYS = ("g_ema", "latent_avg", "args", "d")
 
@@ -26,7 +26,7 @@ def convert(source: str | Path, target: str | Path) -> dict:
     """Convert and write atomically; returns the note on the discriminator and the config."""
     from partseg.gan.checkpoint import load_generator
     from partseg.gan.nvlabs import is_network_pickle, load_as_rosinality
-    from partseg.io import save_torch
+    from partseg.plumbing.io import save_torch
 
     source, target = Path(source), Path(target)
     if not source.is_file():

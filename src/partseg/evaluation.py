@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.io import load_json, save_json, save_png
-from partseg.stage import log
+from partseg.plumbing.io import load_json, save_json, save_png
+from partseg.plumbing.stage import log
 
 SUBSET_SUFFIX = "_inverted_subset"
 COLUMN_TITLES = {"autoshot": "auto-shot", "unet_full": "UNet all"}
@@ -49,7 +49,7 @@ def segmenter_predictions(model_paths: dict[str, Path], images: np.ndarray,
     """Each model's labels of `images`; with `classes` (--protocol) re-expressed in them, and a
     model whose classes do not merge into them left out. flip: test-time flip (segmenter_labels)."""
     from partseg.autoshot.segmenter import load_segmenter
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
 
     device = resolve_device()
     predictions = {}

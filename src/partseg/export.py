@@ -23,7 +23,7 @@ import os
 import warnings
 from pathlib import Path
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 OPSET = 17  # read by ONNX Runtime since 1.12 and by most other current runtimes
 # 11: the first opset with Pad amounts computed in the graph (dynamic H, W need them);
@@ -182,7 +182,7 @@ def export_segmenter(model_path: str | os.PathLike, onnx_path: str | os.PathLike
     wrong output suffix, a missing onnx package or an export that ONNX Runtime disagrees with.
     """
     from partseg.autoshot.segmenter import load_segmenter
-    from partseg.io import atomic_path
+    from partseg.plumbing.io import atomic_path
 
     onnx_path = Path(onnx_path)
     if onnx_path.suffix.lower() != ".onnx":

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.imaging import images_to_signed_tensor, psnr, signed_tensor_to_images
-from partseg.progress import progress
+from partseg.plumbing.progress import progress
 
 PerceptualFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

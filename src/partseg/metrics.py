@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_path
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_path
 
 IGNORE = 255
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from partseg.autoshot.segmenter import Segmenter
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.export import INPUT_SPEC, ONNX_FORMAT, OUTPUT_SPEC, import_onnxruntime
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from partseg.errors import PartsegError, exit_on_user_error
-from partseg.params import parse_params
+from partseg.plumbing.errors import PartsegError, exit_on_user_error
+from partseg.plumbing.params import parse_params
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None:
         sys.stdout.write(text)
         return
-    from partseg.io import atomic_path
+    from partseg.plumbing.io import atomic_path
 
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(text)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from partseg.io import atomic_path, load_json
+from partseg.plumbing.io import atomic_path, load_json
 
 # The paper's face table columns (CelebAMask-HQ, 10 classes), in its order.
 PAPER_FACE_COLUMNS = ["background", "skin", "hair", "eye", "eyebrow", "nose", "mouth", "ear",

@@ -52,9 +52,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, list_images, read_image, save_png
-from partseg.progress import progress
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import IMAGE_SUFFIXES, list_images, read_image, save_png
+from partseg.plumbing.progress import progress
 from partseg.video import VIDEO_SUFFIXES
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def segment_video(segmenter: Segmenter, source: str | os.PathLike, out_dir: str 
     Returns {"frames", "fps", "labels", "overlay"}. Bad input raises PartsegError naming the
     file (and frame); out_dir is then left as it was (written whole, or not at all).
     """
-    from partseg.io import atomic_dir
+    from partseg.plumbing.io import atomic_dir
     from partseg.video import VideoWriter, open_video
     from partseg.visualize import overlay
 

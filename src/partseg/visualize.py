@@ -2,7 +2,7 @@
 
 Shared by the dataset preview, evaluation figures, `partseg segment` and the annotation tool.
 Everything takes and returns uint8 numpy arrays (HxWx3 for pictures, HxW for label ids), so
-the caller decides where the picture goes (`partseg.io.save_png`, a web page, ...).
+the caller decides where the picture goes (`partseg.plumbing.io.save_png`, a web page, ...).
 """
 
 from __future__ import annotations

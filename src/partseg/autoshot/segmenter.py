@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from partseg.autoshot.unet import UNet
-from partseg.device import mixed_precision_dtype, resolve_device, use_mixed_precision
-from partseg.errors import PartsegError
+from partseg.plumbing.device import mixed_precision_dtype, resolve_device, use_mixed_precision
+from partseg.plumbing.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor
-from partseg.io import read_image, save_torch
+from partseg.plumbing.io import read_image, save_torch
 
 SEGMENTER_FORMAT = "partseg-segmenter"
 

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partseg.device import resolve_device
+from partseg.plumbing.device import resolve_device
 from partseg.fewshot.predict import predict_logits
 from partseg.gan.sampling import seeded_z
 from partseg.imaging import signed_tensor_to_images
-from partseg.io import atomic_dir, save_json
-from partseg.progress import progress
+from partseg.plumbing.io import atomic_dir, save_json
+from partseg.plumbing.progress import progress
 
 
 def _broadcast_ws(w: torch.Tensor, n_latent: int) -> torch.Tensor:

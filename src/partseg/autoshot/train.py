@@ -25,7 +25,7 @@ Choices:
 - Resume: `snapshot_dir` holds the model, the optimiser, the step and the loss history, written
   atomically every `snapshot_every` steps. A rerun with the same arguments continues from it;
   a snapshot made with different arguments (including `steps`, which shapes the schedule) is
-  ignored with a message, so a result never mixes two configurations (partseg.snapshots).
+  ignored with a message, so a result never mixes two configurations (partseg.plumbing.snapshots).
 """
 
 from __future__ import annotations
@@ -44,16 +44,16 @@ import torch.nn.functional as F
 
 from partseg.autoshot.augment import color_jitter, random_geometric
 from partseg.autoshot.unet import UNet
-from partseg.device import mixed_precision_dtype, resolve_device
-from partseg.distributed import Ranks, convert_batchnorm, sum_over_ranks, unwrap, wrap
-from partseg.distributed import barrier as ranks_barrier
-from partseg.distributed import current as current_ranks
-from partseg.errors import PartsegError
+from partseg.plumbing.device import mixed_precision_dtype, resolve_device
+from partseg.plumbing.distributed import Ranks, convert_batchnorm, sum_over_ranks, unwrap, wrap
+from partseg.plumbing.distributed import barrier as ranks_barrier
+from partseg.plumbing.distributed import current as current_ranks
+from partseg.plumbing.errors import PartsegError
 from partseg.imaging import images_to_unit_tensor
-from partseg.io import atomic_path
-from partseg.progress import progress
-from partseg.snapshots import load_snapshot
-from partseg.snapshots import save as save_snapshot
+from partseg.plumbing.io import atomic_path
+from partseg.plumbing.progress import progress
+from partseg.plumbing.snapshots import load_snapshot
+from partseg.plumbing.snapshots import save as save_snapshot
 
 IGNORE = 255
 SNAPSHOT_NAME = "segmenter_snapshot.pt"
@@ -271,7 +271,7 @@ def training_step(model: UNet, optimizer: torch.optim.Optimizer, images: torch.T
 
     The model is expected in channels_last (train_segmenter puts it there): oneDNN's convs,
     the bulk of the step, run markedly faster on NHWC than on NCHW tensors on CPU. Under DDP
-    (`model` wrapped by partseg.distributed.wrap) the batch is this process's rows of the
+    (`model` wrapped by partseg.plumbing.distributed.wrap) the batch is this process's rows of the
     global batch: the loss is normalised by the global count of valid pixels and multiplied
     by the process count, which DDP's gradient averaging divides out again, so the gradient
     is the global batch's. scaler: fp16 loss scaling (CUDA; None for bf16 or fp32).

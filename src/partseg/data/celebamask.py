@@ -44,8 +44,8 @@ from PIL import Image
 from partseg.data.folder import IGNORE, normalise_image, normalise_mask
 from partseg.data.synthetic import (CLOTH, EAR, EYE, EYEBROW, FACE_CLASSES, HAIR, MOUTH, NECK,
                                     NOSE, SKIN)
-from partseg.errors import PartsegError
-from partseg.io import atomic_dir, check_image_size, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_dir, check_image_size, save_yaml
 
 IMAGES_DIR = "CelebA-HQ-img"
 MASKS_DIR = "CelebAMask-HQ-mask-anno"
@@ -147,7 +147,7 @@ def import_celebamask(root: str | os.PathLike, out_dir: str | os.PathLike, *, re
                       n_train: int, n_labeled: int, n_test: int, seed: int = 0) -> dict:
     """Convert CelebAMask-HQ at `root` into a folder dataset at `out_dir`. Returns a summary."""
     from partseg.data.preview import write_preview
-    from partseg.progress import progress
+    from partseg.plumbing.progress import progress
 
     root = Path(root)
     if not root.is_dir():

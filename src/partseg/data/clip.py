@@ -35,7 +35,7 @@ import numpy as np
 
 from partseg.data.synthetic import (BACKGROUND, MAX_RESOLUTION, MIN_RESOLUTION, Canvas, FaceSpec,
                                     paint_background, paint_face, sample_face, sample_light)
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 MIN_FRAMES = 16
 BASE_SCALE = 0.23  # the synthetic portraits' face half-width (image units)

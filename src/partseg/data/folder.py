@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, atomic_dir, load_yaml, read_image, read_mask, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import IMAGE_SUFFIXES, atomic_dir, load_yaml, read_image, read_mask, save_yaml
 
 IGNORE = 255
 MAX_CLASSES = 255  # ids 0..254; 255 is the ignore label
@@ -245,7 +245,7 @@ def validate_folder_dataset(root: str | os.PathLike, require_masks=REQUIRED_MASK
     reported together. Grayscale, RGBA, palette and 16-bit images are fine (converted on read).
     Splits other than those named are checked too, with optional masks.
     """
-    from partseg.progress import progress
+    from partseg.plumbing.progress import progress
 
     root = Path(root)
     if not root.is_dir():
@@ -308,7 +308,7 @@ def prepare_folder_dataset(src_root: str | os.PathLike, out_dir: str | os.PathLi
     nearest neighbour; stems and splits kept; classes.yaml and a preview.png written.
     """
     from partseg.data.preview import write_preview
-    from partseg.progress import progress
+    from partseg.plumbing.progress import progress
 
     src_root = Path(src_root)
     summary_line = validate_folder_dataset(src_root)

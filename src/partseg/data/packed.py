@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_dir, list_images, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_dir, list_images, save_yaml
 
 MANIFEST = "dataset.yaml"
 LAYOUT = "packed-npy-v1"

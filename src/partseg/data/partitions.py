@@ -36,7 +36,7 @@ import numpy as np
 
 from partseg.data.synthetic import (EYE, EYEBROW, MOUTH, NOSE, SKIN, Canvas, FaceSpec,
                                     FaceFrame, render_face_canvas, unyawed)
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 # partition -> its class names (index = label id; 0 is always background).
 PARTITIONS: dict[str, tuple[str, ...]] = {

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from partseg.data.folder import FolderSplit, load_classes
-from partseg.errors import PartsegError
-from partseg.io import save_png
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import save_png
 from partseg.visualize import image_grid, legend, overlay, stack_vertical, text_strip
 
 # Which split shows the dataset best: a labelled one first.

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from partseg.data.synthetic import FACE_CLASSES
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 IGNORE = 255
 # protocol -> its class names (index = label id); None = the source's own classes.
@@ -89,7 +89,7 @@ def merge_folder_dataset(folder: Path, protocol: str, summary: dict) -> dict:
     Returns `summary` with its class list and per-class pixel fractions merged too.
     """
     from partseg.data.folder import load_classes
-    from partseg.io import save_yaml
+    from partseg.plumbing.io import save_yaml
 
     source = load_classes(folder)
     target = protocol_classes(protocol, source)

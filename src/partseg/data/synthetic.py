@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_dir, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_dir, save_yaml
 
 FACE_CLASSES = ("background", "skin", "hair", "eye", "eyebrow", "nose", "mouth", "ear", "neck",
                 "cloth")
@@ -822,7 +822,7 @@ def generate_synthetic_dataset(out_dir, *, resolution: int = 32, seed: int = 0,
     process may use); the output does not depend on it. Returns a summary dict.
     """
     from partseg.data.preview import write_preview
-    from partseg.progress import progress
+    from partseg.plumbing.progress import progress
 
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise PartsegError(f"data.resolution: the synthetic dataset supports "

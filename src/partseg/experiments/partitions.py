@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.experiments.shared import SHOWN_TEST_IMAGES, inverted_test_set
-from partseg.stage import log
+from partseg.plumbing.stage import log
 
 KEY = "params key partitions.names"
 # The face as the partitions define it (partseg.data.partitions.FACE_REGION), by class name.
@@ -120,10 +120,10 @@ def shot_head(dataset_dir: Path, stem: str) -> dict | None:
 
 def shot_features(shots: dict, generator_dir: Path, params, test_cache, out: Path):
     """The GAN feature cache of the inverted shots, with the layers of the test images'."""
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
     from partseg.gan import load_generator
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     device = resolve_device()
     checkpoint = generator_dir / "generator.pt"

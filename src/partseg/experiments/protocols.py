@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.experiments.shared import SHOWN_TEST_IMAGES, inverted_test_set
-from partseg.stage import log
+from partseg.plumbing.stage import log
 
 # The paper's published face numbers (IoU %; CelebAMask-HQ photos, features at 512 px).
 PAPER = {

@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 # A link to a picture beside the section (no folder in its name): those are copied.
 PICTURE_LINK = re.compile(r"\]\(([^)/\s]+\.(?:png|gif|jpg|mp4))\)")

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.errors import PartsegError
-from partseg.io import load_json, read_image
-from partseg.stage import log
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import load_json, read_image
+from partseg.plumbing.stage import log
 
 LABELS = {"gan": "GAN (trained)", "vae": "VAE decoder", "random": "generator, random weights",
           "rgbxy": "RGB + xy"}
@@ -145,7 +145,7 @@ def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=N
     from partseg.imaging import signed_tensor_to_images
     from partseg.imaging import psnr
     from partseg.inversion import invert_images
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     extractor = FeatureExtractor(G, params.features.layers, params.features.resolution)
     if refine:
@@ -230,9 +230,9 @@ def score(rep: Representation, k: int, shot_masks, test_masks, classes, scratch:
 def run_representations(inputs: Inputs, params, out: Path) -> None:
     """Build every representation, score it at every k, write the results into `out`."""
     from partseg.data.folder import load_classes
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.gan import load_generator
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     names, ks = list(params.representations.names), sorted(params.shots.ks)
     check_names(names)

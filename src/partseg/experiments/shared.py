@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_path, load_json, save_json, save_png
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_path, load_json, save_json, save_png
 
 # Test images shown in an experiment's predictions picture (rows).
 SHOWN_TEST_IMAGES = 6

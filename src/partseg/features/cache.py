@@ -41,11 +41,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.features.extract import FeatureExtractor
 from partseg.imaging import signed_tensor_to_images
-from partseg.io import atomic_dir, file_sha256, load_json, load_weights
-from partseg.progress import progress
+from partseg.plumbing.io import atomic_dir, file_sha256, load_json, load_weights
+from partseg.plumbing.progress import progress
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 LAYER_GROUPS = ("all", "low", "mid", "high")
 STYLED_PREFIX = "convs."

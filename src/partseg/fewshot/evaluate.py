@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.metrics import ConfusionMatrix
 
 

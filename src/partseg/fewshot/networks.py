@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.fewshot.dilated_cnn import DilatedCNN, scaled_dilations
 from partseg.fewshot.ensemble import Ensemble
 from partseg.fewshot.mlp import PixelMLP

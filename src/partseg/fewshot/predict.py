@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.fewshot.ensemble import Ensemble
 from partseg.fewshot.train import feature_signature
 

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.fewshot.ensemble import Ensemble
 from partseg.fewshot.networks import (MLP_HIDDEN, build_model, build_network, is_pixel_network,
                                      member_kinds)
-from partseg.io import atomic_path, save_torch
-from partseg.progress import progress
+from partseg.plumbing.io import atomic_path, save_torch
+from partseg.plumbing.progress import progress
 
 IGNORE = 255
 MODEL_FORMAT = "partseg-fewshot"
@@ -184,7 +184,7 @@ def write_history(history: list[dict], path: str | os.PathLike) -> None:
 
 def _torch_device(device) -> torch.device:
     if device is None:
-        from partseg.device import resolve_device
+        from partseg.plumbing.device import resolve_device
 
         return resolve_device()
     return torch.device(device)

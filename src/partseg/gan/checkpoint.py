@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
-from partseg.io import save_torch
+from partseg.plumbing.io import save_torch
 
 FORMAT = "partseg.stylegan2"
 FORMAT_VERSION = 1

@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 # Legacy (non-zip) torch.save files are pickles too; they start with torch's magic number.

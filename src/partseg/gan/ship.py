@@ -33,8 +33,8 @@ from PIL import Image
 from partseg.gan.checkpoint import save_checkpoint
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
-from partseg.snapshots import snapshot_path, snapshot_steps
-from partseg.io import file_sha256, save_png
+from partseg.plumbing.snapshots import snapshot_path, snapshot_steps
+from partseg.plumbing.io import file_sha256, save_png
 from partseg.visualize import enlarge
 
 ARCH_KEYS = ("size", "style_dim", "n_mlp", "channel_base", "channel_max")

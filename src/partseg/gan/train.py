@@ -14,7 +14,7 @@ from the newest snapshot at or below `steps`, so raising `steps` extends a finis
 killed run loses only the steps since its last snapshot. A resumed run produces the same
 weights as an uninterrupted one (same device and threads).
 
-Several processes (torchrun; partseg.distributed): every random draw (real indices, z, style
+Several processes (torchrun; partseg.plumbing.distributed): every random draw (real indices, z, style
 mixing, noise maps, path-length probes) is made for the global batch on every rank, which
 keeps its rows, chosen so that the discriminator's minibatch-stddev groups are those of the
 1-process run; the gradients are averaged over ranks after each backward pass, so the losses'
@@ -45,18 +45,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partseg import distributed
-from partseg.device import mixed_precision_dtype, resolve_device
-from partseg.errors import PartsegError
+from partseg.plumbing import distributed
+from partseg.plumbing.device import mixed_precision_dtype, resolve_device
+from partseg.plumbing.errors import PartsegError
 from partseg.gan.checkpoint import save_checkpoint
 from partseg.gan.diffaugment import diff_augment
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.generator import Generator
 from partseg.gan.sampling import seeded_z
 from partseg.imaging import signed_tensor_to_images, uint8_to_signed
-from partseg.io import atomic_path, list_images, read_image, save_png, save_torch, save_yaml
-from partseg.progress import progress
-from partseg.snapshots import (fingerprint, load_snapshot, newest_snapshot, save_numbered,
+from partseg.plumbing.io import atomic_path, list_images, read_image, save_png, save_torch, save_yaml
+from partseg.plumbing.progress import progress
+from partseg.plumbing.snapshots import (fingerprint, load_snapshot, newest_snapshot, save_numbered,
                                snapshot_steps)
 
 # Options that do not change what is trained: they may differ between a run and its resume.

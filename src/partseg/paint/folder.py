@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 from partseg.data.folder import IGNORE, load_classes
-from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, check_image_size, read_mask, save_png
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import IMAGE_SUFFIXES, check_image_size, read_mask, save_png
 
 
 class AnnotationFolder:

@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image
 
 from partseg.paint.folder import IGNORE, AnnotationFolder
-from partseg.errors import PartsegError
-from partseg.io import read_image
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import read_image
 from partseg.visualize import palette
 
 HOST = "127.0.0.1"

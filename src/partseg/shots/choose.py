@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partseg.errors import PartsegError
-from partseg.io import load_weights, read_image
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import load_weights, read_image
 
 # A part "shows" in a mask when it covers at least this many pixels: a 2x2 patch is the least
 # a person can paint and a few-shot net can learn a part from.
@@ -76,7 +76,7 @@ def rank(scores: list[dict], keys: tuple[str, ...]) -> list[int]:
 def realism_scores(images: list[np.ndarray], generator_dir: Path) -> list[dict] | None:
     """The discriminator's logit per image (higher = more like the training data), or None
     when the checkpoint has no discriminator."""
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.gan import load_discriminator
     from partseg.imaging import images_to_signed_tensor
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 ANNOTATOR_FIRST_INDEX = 1_000_000  # dataset splits use indices 0..n-1 of their own streams
 CHUNK = 250
@@ -37,7 +37,7 @@ def render_training_faces(count: int, *, seed: int, resolution: int, workers: in
 
     A pure function of (count, seed, resolution): `workers` only changes the speed.
     """
-    from partseg.progress import progress
+    from partseg.plumbing.progress import progress
 
     jobs = [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
     images, masks = [], []

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.errors import PartsegError
-from partseg.io import atomic_path, read_mask, save_json, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import atomic_path, read_mask, save_json, save_yaml
 from partseg.shots.choose import (AUTO_PICK_ORDER, coverage_scores, named_indices, rank,
                                   realism_scores, select)
-from partseg.stage import log
+from partseg.plumbing.stage import log
 
 def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Path,
                                  classes_file: Path, classes: list[str] | None = None) -> None:
@@ -69,7 +69,7 @@ def simulated_annotations(images: list[np.ndarray], annotator_path: Path, classe
     classes merged under data.protocol face4), and its mean confidence on each."""
     from partseg.shots.simulated_annotator import annotator_labels
     from partseg.autoshot.segmenter import load_segmenter
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
 
     device = resolve_device()
     annotator = load_segmenter(annotator_path, device)
@@ -130,10 +130,10 @@ def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion,
     the demo generator for these very images), and the PSNR of each inversion."""
     from partseg.data.folder import load_split_arrays
     from partseg.data.protocols import split_masks
-    from partseg.device import resolve_device
+    from partseg.plumbing.device import resolve_device
     from partseg.gan import load_discriminator, load_generator
     from partseg.inversion import invert_images
-    from partseg.params import as_dict
+    from partseg.plumbing.params import as_dict
 
     chosen = labelled_indices(dataset_dir, stems) if stems is not None else list(range(k))
     k, limit = len(chosen), max(chosen, default=-1) + 1

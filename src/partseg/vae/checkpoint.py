@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from partseg.errors import PartsegError
-from partseg.io import file_sha256, load_weights, save_torch, save_yaml
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import file_sha256, load_weights, save_torch, save_yaml
 from partseg.vae.model import GENERATOR_KEYS, GeneratorVAE
 
 RECORD_FILE = "record.yaml"

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan.ship import machine
-from partseg.snapshots import snapshot_path, snapshot_steps
-from partseg.io import file_sha256, read_image, save_png
+from partseg.plumbing.snapshots import snapshot_path, snapshot_steps
+from partseg.plumbing.io import file_sha256, read_image, save_png
 from partseg.vae.checkpoint import RECORD_FILE, save_vae
 from partseg.vae.flops import compute_record
 from partseg.visualize import enlarge

@@ -7,7 +7,7 @@ reconstruction grid and training_log.tsv beside it; the newest two are kept. Tra
 into the same folder continues from the newest snapshot at or below the target steps with the
 same optimiser state and RNG, so a run stopped by its budget is finished by rerunning it. A
 snapshot made with other defining options (model, loss, lr, batch, seed) is refused with a
-message rather than mixed in. The run folder's format is the GAN trainer's (partseg.snapshots'
+message rather than mixed in. The run folder's format is the GAN trainer's (partseg.plumbing.snapshots'
 numbered layout).
 """
 
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 from partseg.gan.train import write_log
 from partseg.imaging import uint8_to_signed
-from partseg.io import save_png
-from partseg.progress import progress
-from partseg.snapshots import (fingerprint, load_snapshot, newest_snapshot, save_numbered,
+from partseg.plumbing.io import save_png
+from partseg.plumbing.progress import progress
+from partseg.plumbing.snapshots import (fingerprint, load_snapshot, newest_snapshot, save_numbered,
                                snapshot_steps)
 from partseg.vae.evaluate import reconstruction_grid
 from partseg.vae.model import GENERATOR_KEYS, GeneratorVAE

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partseg.errors import PartsegError
-from partseg.io import load_json
-from partseg.stage import log
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import load_json
+from partseg.plumbing.stage import log
 
 METHODS = {"autoshot": "auto-shot", "oneshot": "one-shot (warm start)",
            "oneshot_cold": "one-shot (cold, every frame)"}
@@ -59,8 +59,8 @@ def write_clip_frames(out: Path, *, seed: int, frames: int, resolution: int, fps
     from partseg.data.clip import render_clip
     from partseg.data.protocols import merge_labels
     from partseg.data.synthetic import FACE_CLASSES
-    from partseg.io import save_png
-    from partseg.progress import progress
+    from partseg.plumbing.io import save_png
+    from partseg.plumbing.progress import progress
     from partseg.video.io import VideoWriter
     from partseg.visualize import enlarge
 
@@ -129,8 +129,8 @@ def oneshot_labels(generator_path: Path, fewshot_path: Path, params, frames: np.
                    classes: list[str]) -> dict[str, dict]:
     """{"oneshot": run, "oneshot_cold": run (if video.cold_baseline)}, each run
     {"labels", "psnr", "seconds"}."""
-    from partseg.params import as_dict
-    from partseg.progress import progress
+    from partseg.plumbing.params import as_dict
+    from partseg.plumbing.progress import progress
     from partseg.video.oneshot import OneShotVideo
 
     settings, inversion = params.video, as_dict(params.inversion)

@@ -37,8 +37,8 @@ from typing import Iterator
 
 import numpy as np
 
-from partseg.errors import PartsegError
-from partseg.io import IMAGE_SUFFIXES, check_image_size, list_images, read_image
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import IMAGE_SUFFIXES, check_image_size, list_images, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif")
 DEFAULT_FPS = 25.0

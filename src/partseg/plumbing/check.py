@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 # Params keys naming a file a stage adopts (null = train it there instead).
 CHECKPOINT_KEYS = ("train_gan.checkpoint", "train_annotator.checkpoint", "train_vae.checkpoint")
@@ -30,7 +30,7 @@ def check_before_running(params_path: str | Path = "params.yaml"):
     """What the pipeline checks as it loads, before any job starts or any output is removed
     (the Snakefile calls it): params.yaml is valid, its checkpoints and its data folder exist.
     The folder's images are checked by `partseg check` and the dataset stage (too slow here)."""
-    from partseg.params import load_params
+    from partseg.plumbing.params import load_params
 
     params = load_params(params_path)
     check_checkpoints(params)
@@ -44,7 +44,7 @@ def check_before_running(params_path: str | Path = "params.yaml"):
 def check_folder_splits(params, root: str | Path) -> None:
     """The splits evaluate/invert_test name exist in the folder dataset (the standard names may
     be absent: those stages skip them with a note)."""
-    from partseg.params import STANDARD_SPLITS
+    from partseg.plumbing.params import STANDARD_SPLITS
 
     present = sorted(p.name for p in Path(root).iterdir() if (p / "images").is_dir())
     for key in ("evaluate.splits", "invert_test.splits"):
@@ -56,7 +56,7 @@ def check_folder_splits(params, root: str | Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partseg.params import load_params
+    from partseg.plumbing.params import load_params
 
     params = load_params(args.params)
     check_checkpoints(params)

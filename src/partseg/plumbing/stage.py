@@ -15,8 +15,8 @@ import time
 from typing import Callable
 
 
-from partseg.errors import exit_on_user_error
-from partseg.params import Params, load_params
+from partseg.plumbing.errors import exit_on_user_error
+from partseg.plumbing.params import Params, load_params
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -81,7 +81,7 @@ def snapshot_folder(snapshots, stage: str, inputs) -> "Path":
     import shutil
     from pathlib import Path
 
-    from partseg.code_deps import code_fingerprint
+    from partseg.plumbing.code_deps import code_fingerprint
 
     key = hashlib.sha1(f"{code_fingerprint(stage)} {inputs_digest(inputs)}".encode()).hexdigest()
     folder = Path(snapshots) / f"inputs-{key[:16]}"
@@ -96,7 +96,7 @@ def snapshot_folder(snapshots, stage: str, inputs) -> "Path":
 def default_processes() -> int:
     """Training processes of a data-parallel stage: $PARTSEG_PROCESSES, else $PARTSEG_GPUS
     (one process per GPU), else 1."""
-    from partseg.errors import PartsegError
+    from partseg.plumbing.errors import PartsegError
 
     for variable in ("PARTSEG_PROCESSES", "PARTSEG_GPUS"):
         value = os.environ.get(variable, "").strip()
@@ -112,7 +112,7 @@ def refuse_beside_snakemake() -> None:
     folder: both would write the same outputs."""
     from pathlib import Path
 
-    from partseg.errors import PartsegError
+    from partseg.plumbing.errors import PartsegError
 
     if os.environ.get("DVC_STAGE"):
         # Snakemake holds these files while it runs jobs (the stage runs in its folder).
@@ -129,7 +129,7 @@ def run_stage(name: str, parser: argparse.ArgumentParser,
               distributed: bool = False) -> None:
     """Parse arguments, load params, run `body(args, params)`; user errors exit with one line.
 
-    distributed: the stage trains data-parallel (partseg.distributed): `--processes N` > 1
+    distributed: the stage trains data-parallel (partseg.plumbing.distributed): `--processes N` > 1
     re-launches it as N torchrun workers, which share --threads between them.
     """
 
@@ -142,7 +142,7 @@ def run_stage(name: str, parser: argparse.ArgumentParser,
         args = parser.parse_args()
         refuse_beside_snakemake()
         if distributed:
-            from partseg import distributed as ranks
+            from partseg.plumbing import distributed as ranks
 
             code = ranks.relaunch_under_torchrun(args.processes, f"stages.{name}", sys.argv[1:])
             if code is not None:

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

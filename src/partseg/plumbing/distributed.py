@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 LAUNCHED_ENV = "PARTSEG_DISTRIBUTED_CHILD"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 
 def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None,
@@ -502,7 +502,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate params.yaml; errors name the file and the key."""
-    from partseg.io import load_yaml
+    from partseg.plumbing.io import load_yaml
 
     path = Path(path)
     if not path.exists():

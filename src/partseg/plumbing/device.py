@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from partseg.errors import PartsegError
+from partseg.plumbing.errors import PartsegError
 
 
 def resolve_device(name: str | None = None) -> torch.device:

@@ -15,9 +15,9 @@ by hand drifts, so they are computed here from the source itself:
 - anything else (the standard library, torch, numpy, ...) is not the project's and is skipped.
 
 The Snakefile calls `stage_code(name)` for each rule's `code=` inputs; dvc.yaml holds the same
-lists, rewritten by `python -m partseg.code_deps --write` (tests/test_code_deps.py fails when
+lists, rewritten by `python -m partseg.plumbing.code_deps --write` (tests/test_code_deps.py fails when
 dvc.yaml is out of date). `code_fingerprint(name)` hashes the closure's contents, so a trainer
-can tell a snapshot made by other code (partseg.snapshots).
+can tell a snapshot made by other code (partseg.plumbing.snapshots).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-# The repository: src/partseg/code_deps.py -> the root that holds stages/ and src/.
-ROOT = Path(__file__).resolve().parents[2]
+# The repository: src/partseg/plumbing/code_deps.py -> the root that holds stages/ and src/.
+ROOT = Path(__file__).resolve().parents[3]
 # Top-level import names that belong to the project, and the folder each lives in.
 PROJECT_PACKAGES = {"partseg": ROOT / "src", "stages": ROOT}
 
@@ -161,7 +161,7 @@ def make_persistent(outs: list) -> None:
 
     DVC deletes a stage's outputs before running its command, so a bad params value (the stage
     refuses it at once) or a kill would leave a hole; `persist` keeps the previous result until
-    the stage replaces it atomically (partseg.io.atomic_dir). dvc.lock still names the inputs
+    the stage replaces it atomically (partseg.plumbing.io.atomic_dir). dvc.lock still names the inputs
     it was made from, so DVC reruns the stage all the same. (DVC does not restore persistent
     outputs from its run-cache, which would also check files out under a running Snakemake.)
     """
@@ -208,7 +208,7 @@ def sync_dvc_yaml(write: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m partseg.code_deps",
+        prog="python -m partseg.plumbing.code_deps",
         description="Print a stage's code dependencies, or check/update those in dvc.yaml.")
     parser.add_argument("stage", nargs="?", help="print this stage's code dependencies")
     parser.add_argument("--write", action="store_true",
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in differ:
         print(("updated " if args.write else "out of date: ") + line)
     if differ and not args.write:
-        print("run `python -m partseg.code_deps --write` to update them", file=sys.stderr)
+        print("run `python -m partseg.plumbing.code_deps --write` to update them", file=sys.stderr)
         return 1
     return 0
 

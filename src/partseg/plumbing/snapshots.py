@@ -1,6 +1,6 @@
 """Training snapshots, one way for every trainer (GAN, VAE, UNet segmenter): write, find, resume.
 
-A snapshot is a dict of plain values and tensors, written atomically (partseg.io.save_torch:
+A snapshot is a dict of plain values and tensors, written atomically (partseg.plumbing.io.save_torch:
 a snapshot file that exists is complete) and read back with torch.load(weights_only=True).
 Two layouts, each trainer keeping its own so that existing snapshots still resume:
 
@@ -25,8 +25,8 @@ from typing import Iterable
 
 import torch
 
-from partseg.errors import PartsegError
-from partseg.io import save_torch
+from partseg.plumbing.errors import PartsegError
+from partseg.plumbing.io import save_torch
 
 
 def fingerprint(options: dict, free: Iterable[str] = ()) -> dict:
