@@ -16,29 +16,23 @@ from partseg.plumbing.stage import log, run_stage, stage_parser
 
 def build(args, params):
     from partseg.plumbing.device import resolve_device
-    from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
-    from partseg.gan import load_generator
+    from partseg.features import cache_latent_features
     from partseg.imaging import resize_masks
     from partseg.plumbing.io import load_json, load_weights
-    from partseg.plumbing.params import as_dict
 
     device = resolve_device()
-    checkpoint = Path(args.generator) / "generator.pt"
-    generator = load_generator(checkpoint, device=device)
     shots_dir = Path(args.annotations)
     shots = load_weights(shots_dir / "latents.pt")
     stems = load_json(shots_dir / "annotations.json")["stems"]
     options = params.features
-    extractor = FeatureExtractor(generator, options.layers, options.resolution)
     masks = resize_masks([read_mask(shots_dir / "masks" / f"{s}.png") for s in stems],
                          options.resolution)
     with atomic_dir(args.out) as tmp:
-        write_feature_cache(tmp / "cache", extractor, shots["wplus"].to(device),
-                            noises=shots.get("noises"), batch_size=8,
-                            generator_checksum=generator_checksum(checkpoint),
-                            params=as_dict(options))
+        cache = cache_latent_features(tmp / "cache", Path(args.generator) / "generator.pt",
+                                      shots["wplus"], options, batch_size=8,
+                                      noises=shots.get("noises"), device=device)
         np.save(tmp / "masks.npy", masks)
-    log(f"[features] {len(stems)} images x {extractor.num_channels} channels at "
+    log(f"[features] {len(stems)} images x {cache.num_channels} channels at "
         f"{options.resolution} px cached in {args.out}")
 
 

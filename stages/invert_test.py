@@ -16,8 +16,8 @@ from partseg.plumbing.stage import available_splits, log, run_stage, stage_parse
 
 
 def invert_split(out_dir: Path, images, stems, generator, discriminator,
-                 extractor, checksum, params, device) -> float:
-    from partseg.features import write_feature_cache
+                 checksum, params, device) -> float:
+    from partseg.features import cache_latent_features
     from partseg.inversion import invert_images
     from partseg.plumbing.params import as_dict
     from partseg.visualize import image_grid
@@ -33,30 +33,28 @@ def invert_split(out_dir: Path, images, stems, generator, discriminator,
     shown = min(8, len(stems))
     grid = image_grid([list(images[:shown]), list(result["reconstructions"][:shown])])
     save_png(grid, out_dir / "reconstructions.png")
-    write_feature_cache(out_dir / "cache", extractor, result["wplus"].to(device),
-                        noises=result.get("noises"), batch_size=16,
-                        generator_checksum=checksum, params=as_dict(params.features))
+    cache_latent_features(out_dir / "cache", generator, result["wplus"], params.features,
+                          batch_size=16, noises=result.get("noises"), checksum=checksum)
     return float(np.mean(result["psnr"]))
 
 
 def build(args, params):
     from partseg.data.folder import load_split_arrays
     from partseg.plumbing.device import resolve_device
-    from partseg.features import FeatureExtractor, generator_checksum
+    from partseg.features import generator_checksum
     from partseg.gan import load_discriminator, load_generator
 
     device = resolve_device()
     checkpoint = Path(args.generator) / "generator.pt"
     generator = load_generator(checkpoint, device=device)
     discriminator = load_discriminator(checkpoint, device=device)
-    extractor = FeatureExtractor(generator, params.features.layers, params.features.resolution)
     checksum = generator_checksum(checkpoint)
     with atomic_dir(args.out) as tmp:
         for split in available_splits(args.dataset, params.invert_test.splits, "invert_test"):
             images, _, stems = load_split_arrays(args.dataset, split,
                                                  limit=params.invert_test.n_images)
             psnr = invert_split(tmp / split, images, list(stems),
-                                generator, discriminator, extractor, checksum, params, device)
+                                generator, discriminator, checksum, params, device)
             log(f"[invert_test] {split}: {len(stems)} images, mean PSNR {psnr:.2f} dB")
 
 

@@ -41,18 +41,11 @@ def pick_shots(args, params, classes: list[str]) -> tuple[dict, dict]:
 def cache_features(out: Path, shots: dict, generator_dir: Path, params) -> None:
     """The shots' GAN features (as stage features caches them) and their masks beside them."""
     from partseg.plumbing.device import resolve_device
-    from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
-    from partseg.gan import load_generator
+    from partseg.features import cache_latent_features
     from partseg.imaging import resize_masks
-    from partseg.plumbing.params import as_dict
 
-    device = resolve_device()
-    checkpoint = generator_dir / "generator.pt"
-    extractor = FeatureExtractor(load_generator(checkpoint, device=device),
-                                 params.features.layers, params.features.resolution)
-    write_feature_cache(out / "cache", extractor, shots["wplus"].to(device), batch_size=8,
-                        generator_checksum=generator_checksum(checkpoint),
-                        params=as_dict(params.features))
+    cache_latent_features(out / "cache", generator_dir / "generator.pt", shots["wplus"],
+                          params.features, batch_size=8, device=resolve_device())
     np.save(out / "masks.npy", resize_masks(shots["masks"], params.features.resolution))
 
 

@@ -233,6 +233,33 @@ def test_generator_checksum_of_module_and_file(G, tmp_path):
         generator_checksum(tmp_path / "missing.pt")
 
 
+
+def test_cache_latent_features_writes_what_write_feature_cache_writes(tmp_path, G, sample):
+    """The one helper every stage uses: from a module or a checkpoint, the same files."""
+    from partseg.features import cache_latent_features
+    from partseg.gan.checkpoint import save_checkpoint
+    from partseg.plumbing.params import FeaturesParams
+
+    options = FeaturesParams(layers="all", resolution=8)
+    rng = torch.Generator().manual_seed(0)
+    noises = [torch.randn(len(sample["wplus"]), 1, *n.shape[-2:], generator=rng)
+              for n in G.noise_maps()]
+    direct = write_feature_cache(tmp_path / "direct", FeatureExtractor(G, "all", 8), sample["wplus"],
+                                 batch_size=2, generator_checksum=generator_checksum(G),
+                                 params={"layers": "all", "resolution": 8}, noises=noises,
+                                 show_progress=False)
+    from_module = cache_latent_features(tmp_path / "module", G, sample["wplus"], options,
+                                        batch_size=2, noises=noises, show_progress=False)
+    checkpoint = tmp_path / "generator.pt"
+    save_checkpoint(checkpoint, g_ema=G)
+    from_file = cache_latent_features(tmp_path / "file", checkpoint, sample["wplus"], options,
+                                      batch_size=2, noises=noises, show_progress=False)
+    for name in ("features.f16", "images.npy", "manifest.json"):
+        assert (direct.dir / name).read_bytes() == (from_module.dir / name).read_bytes()
+    assert from_file.manifest["generator_checksum"] == generator_checksum(checkpoint)
+    assert (from_file.dir / "features.f16").read_bytes() == (direct.dir / "features.f16").read_bytes()
+
+
 # ----------------------------------------------------------------------------- arrays and reads
 
 LAYERS, CHANNELS = ["a", "b"], [3, 4]  # C = 7

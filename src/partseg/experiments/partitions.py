@@ -121,22 +121,16 @@ def shot_head(dataset_dir: Path, stem: str) -> dict | None:
 def shot_features(shots: dict, generator_dir: Path, params, test_cache, out: Path):
     """The GAN feature cache of the inverted shots, with the layers of the test images'."""
     from partseg.plumbing.device import resolve_device
-    from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
-    from partseg.gan import load_generator
-    from partseg.plumbing.params import as_dict
+    from partseg.features import cache_latent_features, generator_checksum
 
-    device = resolve_device()
     checkpoint = generator_dir / "generator.pt"
     checksum = generator_checksum(checkpoint)
     if test_cache.manifest.get("generator_checksum") != checksum:
         raise PartsegError(f"{test_cache.dir}: its features come from another generator than "
                            f"{checkpoint} (rerun invert_test)")
-    extractor = FeatureExtractor(load_generator(checkpoint, device=device),
-                                 params.features.layers, params.features.resolution)
-    cache = write_feature_cache(out, extractor, shots["wplus"].to(device),
-                                noises=shots.get("noises"), batch_size=8,
-                                generator_checksum=checksum, params=as_dict(params.features),
-                                show_progress=False)
+    cache = cache_latent_features(out, checkpoint, shots["wplus"], params.features, batch_size=8,
+                                  noises=shots.get("noises"), checksum=checksum,
+                                  device=resolve_device(), show_progress=False)
     if cache.layers != test_cache.layers or cache.resolution != test_cache.resolution:
         raise PartsegError(f"{test_cache.dir}: features of layers {test_cache.layers} at "
                            f"{test_cache.resolution} px, but the features params give "

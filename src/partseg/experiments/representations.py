@@ -141,13 +141,12 @@ def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=N
     Returns (cache, per-image PSNR, reconstructions uint8)."""
     import torch
 
-    from partseg.features import FeatureExtractor, generator_checksum, write_feature_cache
+    from partseg.features import cache_latent_features
     from partseg.imaging import signed_tensor_to_images
     from partseg.imaging import psnr
     from partseg.inversion import invert_images
     from partseg.plumbing.params import as_dict
 
-    extractor = FeatureExtractor(G, params.features.layers, params.features.resolution)
     if refine:
         settings = dict(as_dict(params.inversion), perceptual_weight=0.0)
         result = invert_images(G, images, init_wplus=init_wplus, seed=params.dataset.seed,
@@ -159,9 +158,8 @@ def inverted_cache(out_dir: Path, G, images: np.ndarray, params, *, init_wplus=N
         with torch.no_grad():
             recon = signed_tensor_to_images(G.synthesis(wplus, noise="const"))
         scores = psnr(recon, images)
-    cache = write_feature_cache(out_dir, extractor, wplus, noises=noises, batch_size=16,
-                                generator_checksum=generator_checksum(G),
-                                params=as_dict(params.features))
+    cache = cache_latent_features(out_dir, G, wplus, params.features, batch_size=16,
+                                  noises=noises)
     return cache, scores, recon
 
 

@@ -8,6 +8,7 @@ _EXPORTS = {
     "FeatureExtractor": "extract",
     "build_or_reuse": "cache",
     "cache_is_current": "cache",
+    "cache_latent_features": "latents",
     "generator_checksum": "cache",
     "resize_feature_map": "extract",
     "select_layers": "extract",
