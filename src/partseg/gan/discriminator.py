@@ -88,6 +88,20 @@ class ResBlock(nn.Module):
         return self.conv2(self.conv1(x), gain=half) + self.skip(x, gain=half)
 
 
+def residual_trunk(size: int, channel_base: int, channel_max: int,
+                   blur_kernel: Sequence[float] = (1, 3, 3, 1)) -> tuple[nn.Sequential, dict]:
+    """The discriminator's trunk, `convs`: a 1x1 fromRGB, then residual blocks halving the
+    resolution from `size` down to 4x4 (the VAE's encoder has the same). Returns it and the
+    width at each resolution {4: ..., 8: ..., size: ...}."""
+    log_size = log2_size(size)
+    width = {2 ** i: channels_at(2 ** i, channel_base, channel_max)
+             for i in range(2, log_size + 1)}
+    blocks: list[nn.Module] = [ConvLayer(3, width[size], 1)]
+    for log_res in range(log_size, 2, -1):
+        blocks.append(ResBlock(width[2 ** log_res], width[2 ** (log_res - 1)], blur_kernel))
+    return nn.Sequential(*blocks), width
+
+
 class Discriminator(nn.Module):
     """StyleGAN2 discriminator: D(x [N, 3, size, size]) -> logits [N, 1]."""
 
@@ -97,16 +111,10 @@ class Discriminator(nn.Module):
     def __init__(self, size: int, channel_base: int = 32768, channel_max: int = 512,
                  blur_kernel: Sequence[float] = (1, 3, 3, 1)):
         super().__init__()
-        log_size = log2_size(size)
         self.size = size
         self.config = dict(size=size, channel_base=channel_base, channel_max=channel_max,
                            blur_kernel=list(blur_kernel))
-        width = {2 ** i: channels_at(2 ** i, channel_base, channel_max)
-                 for i in range(2, log_size + 1)}
-        blocks: list[nn.Module] = [ConvLayer(3, width[size], 1)]
-        for log_res in range(log_size, 2, -1):
-            blocks.append(ResBlock(width[2 ** log_res], width[2 ** (log_res - 1)], blur_kernel))
-        self.convs = nn.Sequential(*blocks)
+        self.convs, width = residual_trunk(size, channel_base, channel_max, blur_kernel)
         self.final_conv = ConvLayer(width[4] + 1, width[4], 3)
         self.final_linear = nn.Sequential(
             EqualLinear(width[4] * 4 * 4, width[4], activation=True),

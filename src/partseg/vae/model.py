@@ -26,8 +26,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from partseg.gan.discriminator import ConvLayer, ResBlock
-from partseg.gan.generator import Generator, channels_at, log2_size
+from partseg.gan.discriminator import ConvLayer, residual_trunk
+from partseg.gan.generator import Generator
 from partseg.gan.layers import EqualLinear
 from partseg.imaging import psnr_db
 
@@ -40,13 +40,8 @@ class Encoder(nn.Module):
     def __init__(self, size: int, style_dim: int, channel_base: int, channel_max: int,
                  blur_kernel: Sequence[float] = (1, 3, 3, 1)):
         super().__init__()
-        log_size = log2_size(size)
-        width = {2 ** i: channels_at(2 ** i, channel_base, channel_max)
-                 for i in range(2, log_size + 1)}
-        blocks: list[nn.Module] = [ConvLayer(3, width[size], 1)]
-        for log_res in range(log_size, 2, -1):
-            blocks.append(ResBlock(width[2 ** log_res], width[2 ** (log_res - 1)], blur_kernel))
-        self.convs = nn.Sequential(*blocks)
+        # The discriminator's trunk (same modules, names and order of initialisation).
+        self.convs, width = residual_trunk(size, channel_base, channel_max, blur_kernel)
         self.final_conv = ConvLayer(width[4], width[4], 3)
         self.final_linear = nn.Sequential(
             EqualLinear(width[4] * 4 * 4, width[4], activation=True),
