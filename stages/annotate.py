@@ -27,9 +27,7 @@ every candidate's score) and shots.png (the shots and their masks, enlarged).
 
 from pathlib import Path
 
-import numpy as np
-
-from partseg.plumbing.io import atomic_dir, save_json, save_png, save_torch
+from partseg.plumbing.io import atomic_dir, save_json, save_png
 from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
@@ -54,18 +52,15 @@ def build(args, params):
         shots, scores = simulated_shots(load_candidates(Path(args.samples)), options.pick,
                                         options.k, Path(args.annotator), classes)
     with atomic_dir(args.out) as tmp:
-        for stem, image, mask in zip(shots["stems"], shots["images"], shots["masks"]):
-            save_png(image, tmp / "images" / f"{stem}.png")
-            save_png(mask.astype(np.uint8), tmp / "masks" / f"{stem}.png")
+        shots.save_pictures(tmp)
         save_png(shots_picture(shots, classes), tmp / "shots.png")
-        save_torch({"stems": shots["stems"], "wplus": shots["wplus"].cpu(),
-                    "noises": shots.get("noises")}, tmp / "latents.pt")
+        shots.save_latents(tmp / "latents.pt")
         # "protocol" only under --protocol: the default run's record stays as it was.
         named = {"protocol": protocol} if protocol else {}
         save_json({"source": options.source, "k": options.k, "pick": options.pick,
-                   "stems": shots["stems"], "simulated": options.source == "simulated",
+                   "stems": shots.stems, "simulated": options.source == "simulated",
                    "classes": classes, **named, "candidates": scores}, tmp / "annotations.json")
-    log(f"[annotate] {options.k} shot(s) {shots['stems']} from source '{options.source}' "
+    log(f"[annotate] {options.k} shot(s) {shots.stems} from source '{options.source}' "
         f"(pick: {options.pick}) in {args.out}")
 
 

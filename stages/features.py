@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.plumbing.io import atomic_dir, read_mask
+from partseg.plumbing.io import atomic_dir
 from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
@@ -18,21 +18,18 @@ def build(args, params):
     from partseg.plumbing.device import resolve_device
     from partseg.features import cache_latent_features
     from partseg.imaging import resize_masks
-    from partseg.plumbing.io import load_json, load_weights
+    from partseg.shots.batch import Shots
 
     device = resolve_device()
-    shots_dir = Path(args.annotations)
-    shots = load_weights(shots_dir / "latents.pt")
-    stems = load_json(shots_dir / "annotations.json")["stems"]
+    shots = Shots.load(Path(args.annotations))
     options = params.features
-    masks = resize_masks([read_mask(shots_dir / "masks" / f"{s}.png") for s in stems],
-                         options.resolution)
+    masks = resize_masks(shots.masks, options.resolution)
     with atomic_dir(args.out) as tmp:
         cache = cache_latent_features(tmp / "cache", Path(args.generator) / "generator.pt",
-                                      shots["wplus"], options, batch_size=8,
-                                      noises=shots.get("noises"), device=device)
+                                      shots.wplus, options, batch_size=8,
+                                      noises=shots.noises, device=device)
         np.save(tmp / "masks.npy", masks)
-    log(f"[features] {len(stems)} images x {cache.num_channels} channels at "
+    log(f"[features] {len(shots)} images x {cache.num_channels} channels at "
         f"{options.resolution} px cached in {args.out}")
 
 

@@ -40,11 +40,11 @@ def build(args, params):
     images, stems, test_masks = experiment.test_set(dataset, inversions, names)
     test_cache = FeatureCache(inversions / "cache")
     shots, candidates = experiment.choose_shot(dataset, generator, params)
-    stem = shots["stems"][0]
+    stem = shots.stems[0]
     shot_masks = experiment.shot_masks(dataset, names, stem)
-    shots["head"] = experiment.shot_head(dataset, stem)
+    head = experiment.shot_head(dataset, stem)
     log(f"[partitions] the shot: labelled image {stem} (inversion PSNR "
-        f"{shots['psnr'][0]:.2f} dB)")
+        f"{shots.psnr[0]:.2f} dB)")
     with atomic_dir(args.out) as tmp:
         shot_cache = experiment.shot_features(shots, generator, params, test_cache,
                                               tmp / "scratch" / "shot_cache")
@@ -58,10 +58,11 @@ def build(args, params):
             "shots.png": experiment.shots_picture(shots, reconstructions, shot_masks, classes),
             "predictions.png": experiment.predictions_picture(images, test_masks, predicted,
                                                               classes)}
-        write_results(tmp, metrics=experiment.metrics(shots, candidates, len(stems), scores),
+        count, settings = len(stems), as_dict(params.train_fewshot)
+        write_results(tmp, metrics=experiment.metrics(shots, head, candidates, count, scores),
                       per_class=experiment.per_class_frame(scores), pictures=pictures,
-                      section=experiment.section_markdown(scores, shots, candidates, len(stems),
-                                                          as_dict(params.train_fewshot)),
+                      section=experiment.section_markdown(scores, shots, head, candidates, count,
+                                                          settings),
                       index=False, float_format="%.4f")
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from partseg.plumbing.errors import PartsegError
-from partseg.plumbing.io import atomic_dir, save_json, save_png, save_torch
+from partseg.plumbing.io import atomic_dir, save_json, save_png
 from partseg.plumbing.stage import log, run_stage, stage_parser
 
 
-def pick_shots(args, params, classes: list[str]) -> tuple[dict, dict]:
+def pick_shots(args, params, classes: list[str]):
     """The max(shots.ks) best candidates, labelled by the simulated annotator."""
     from partseg.shots.choose import load_candidates
     from partseg.shots.sources import simulated_shots
@@ -32,21 +32,21 @@ def pick_shots(args, params, classes: list[str]) -> tuple[dict, dict]:
                            f"(got {params.annotate.source!r})")
     k = max(params.shots.ks)
     candidates = load_candidates(Path(args.samples))
-    if len(candidates["stems"]) < k:
+    if len(candidates) < k:
         raise PartsegError(f"params key shots.ks: {k} shots need at least {k} generated "
-                           f"candidates, but sample.n is {len(candidates['stems'])}")
+                           f"candidates, but sample.n is {len(candidates)}")
     return simulated_shots(candidates, "auto", k, Path(args.annotator), classes)
 
 
-def cache_features(out: Path, shots: dict, generator_dir: Path, params) -> None:
+def cache_features(out: Path, shots, generator_dir: Path, params) -> None:
     """The shots' GAN features (as stage features caches them) and their masks beside them."""
     from partseg.plumbing.device import resolve_device
     from partseg.features import cache_latent_features
     from partseg.imaging import resize_masks
 
-    cache_latent_features(out / "cache", generator_dir / "generator.pt", shots["wplus"],
+    cache_latent_features(out / "cache", generator_dir / "generator.pt", shots.wplus,
                           params.features, batch_size=8, device=resolve_device())
-    np.save(out / "masks.npy", resize_masks(shots["masks"], params.features.resolution))
+    np.save(out / "masks.npy", resize_masks(shots.masks, params.features.resolution))
 
 
 def build(args, params):
@@ -56,15 +56,13 @@ def build(args, params):
     classes = load_classes(Path(args.dataset))
     shots, scores = pick_shots(args, params, classes)
     with atomic_dir(args.out) as tmp:
-        for stem, image, mask in zip(shots["stems"], shots["images"], shots["masks"]):
-            save_png(image, tmp / "images" / f"{stem}.png")
-            save_png(mask.astype(np.uint8), tmp / "masks" / f"{stem}.png")
-        save_torch({"stems": shots["stems"], "wplus": shots["wplus"].cpu()}, tmp / "latents.pt")
-        save_json({"stems": shots["stems"], "classes": classes, "ks": params.shots.ks,
+        shots.save_pictures(tmp)
+        shots.save_latents(tmp / "latents.pt", noises=False)
+        save_json({"stems": shots.stems, "classes": classes, "ks": params.shots.ks,
                    "simulated": True, "candidates": scores}, tmp / "annotations.json")
         save_png(shots_picture(shots, classes), tmp / "shots.png")
         cache_features(tmp, shots, Path(args.generator), params)
-    log(f"[shots] {len(shots['stems'])} shots, best first: {', '.join(shots['stems'])}")
+    log(f"[shots] {len(shots)} shots, best first: {', '.join(shots.stems)}")
 
 
 if __name__ == "__main__":

@@ -308,7 +308,7 @@ def test_a_named_shot_is_inverted_alone_and_an_unknown_one_is_named(project):
     params = parse_params({**yaml.safe_load((project.root / "params.yaml").read_text()),
                            "partitions": {"shot": "000002"}})
     shots, candidates = choose_shot(project.dataset, project.root / "train_gan", params)
-    assert shots["stems"] == ["000002"] and candidates == [] and len(shots["wplus"]) == 1
+    assert shots.stems == ["000002"] and candidates == [] and len(shots.wplus) == 1
     params.partitions.shot = "000099"
     with pytest.raises(PartsegError, match=r"labeled: no image 000099"):
         choose_shot(project.dataset, project.root / "train_gan", params)

@@ -221,11 +221,11 @@ def titled_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
     return stack_vertical(parts, pad=pad)
 
 
-def shots_picture(shots: dict, classes: list[str]) -> np.ndarray:
+def shots_picture(shots, classes: list[str]) -> np.ndarray:
     """The shots and their masks side by side, enlarged, with the legend: what the few-shot
     network learns from, large enough to judge."""
     rows = [[image, colorize(mask), overlay(image, mask)]
-            for image, mask in zip(shots["images"], shots["masks"])]
-    upscale = max(1, 256 // shots["images"][0].shape[0])
+            for image, mask in zip(shots.images, shots.masks)]
+    upscale = max(1, 256 // shots.images[0].shape[0])
     grid = titled_grid(rows, ["shot", "its mask", "overlay"], classes, upscale=upscale)
     return grid

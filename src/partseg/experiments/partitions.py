@@ -23,6 +23,7 @@ import pandas as pd
 
 from partseg.plumbing.errors import PartsegError
 from partseg.experiments.shared import SHOWN_TEST_IMAGES, inverted_test_set
+from partseg.shots.batch import Shots
 from partseg.plumbing.stage import log
 
 KEY = "params key partitions.names"
@@ -50,7 +51,7 @@ def test_set(dataset_dir: Path, inversions: Path, names: list[str]) -> tuple:
     return images, stems, masks
 
 
-def choose_shot(dataset_dir: Path, generator_dir: Path, params) -> tuple[dict, list[dict]]:
+def choose_shot(dataset_dir: Path, generator_dir: Path, params) -> tuple[Shots, list[dict]]:
     """The one inverted shot (partitions.shot), and each candidate's record (auto).
 
     auto inverts the first partitions.candidates labelled images in one batch and takes, as a
@@ -65,17 +66,17 @@ def choose_shot(dataset_dir: Path, generator_dir: Path, params) -> tuple[dict, l
                               stems=[options.shot]), []
     pool = inverted_shots(dataset_dir, generator_dir, options.candidates, params.inversion)
     classes = class_lists(dataset_dir, options.names)
-    masks = {name: split_masks(dataset_dir, "labeled", name, limit=len(pool["stems"]),
+    masks = {name: split_masks(dataset_dir, "labeled", name, limit=len(pool),
                                key=KEY)[0] for name in options.names}
     records = []
-    for i, stem in enumerate(pool["stems"]):
+    for i, stem in enumerate(pool.stems):
         shown = {name: parts_shown(masks[name][i]) for name in options.names}
-        records.append({"stem": stem, "psnr": round(pool["psnr"][i], 2),
+        records.append({"stem": stem, "psnr": round(pool.psnr[i], 2),
                         "parts_shown": sum(shown.values()),
                         "every_part": all(shown[n] == len(classes[n]) for n in options.names)})
     best = max(range(len(records)), key=lambda i: (records[i]["every_part"],
                                                   records[i]["parts_shown"], records[i]["psnr"]))
-    return pick(pool, best), records
+    return pool.select([best]), records
 
 
 def parts_shown(mask: np.ndarray) -> int:
@@ -84,15 +85,6 @@ def parts_shown(mask: np.ndarray) -> int:
 
     counts = np.bincount(mask[mask != 255].ravel(), minlength=1)
     return int(np.count_nonzero(counts >= MIN_PART_PIXELS))
-
-
-def pick(pool: dict, i: int) -> dict:
-    """Shot i of a batch of inverted shots, as a batch of one."""
-    noises = pool.get("noises")
-    return {"stems": [pool["stems"][i]], "images": [pool["images"][i]],
-            "masks": [pool["masks"][i]], "wplus": pool["wplus"][i: i + 1],
-            "noises": None if noises is None else [n[i: i + 1] for n in noises],
-            "psnr": [pool["psnr"][i]]}
 
 
 def shot_masks(dataset_dir: Path, names: list[str], stem: str) -> dict[str, np.ndarray]:
@@ -118,7 +110,7 @@ def shot_head(dataset_dir: Path, stem: str) -> dict | None:
             "roll_deg": round(math.degrees(face.roll), 1)}
 
 
-def shot_features(shots: dict, generator_dir: Path, params, test_cache, out: Path):
+def shot_features(shots: Shots, generator_dir: Path, params, test_cache, out: Path):
     """The GAN feature cache of the inverted shots, with the layers of the test images'."""
     from partseg.plumbing.device import resolve_device
     from partseg.features import cache_latent_features, generator_checksum
@@ -128,8 +120,8 @@ def shot_features(shots: dict, generator_dir: Path, params, test_cache, out: Pat
     if test_cache.manifest.get("generator_checksum") != checksum:
         raise PartsegError(f"{test_cache.dir}: its features come from another generator than "
                            f"{checkpoint} (rerun invert_test)")
-    cache = cache_latent_features(out, checkpoint, shots["wplus"], params.features, batch_size=8,
-                                  noises=shots.get("noises"), checksum=checksum,
+    cache = cache_latent_features(out, checkpoint, shots.wplus, params.features, batch_size=8,
+                                  noises=shots.noises, checksum=checksum,
                                   device=resolve_device(), show_progress=False)
     if cache.layers != test_cache.layers or cache.resolution != test_cache.resolution:
         raise PartsegError(f"{test_cache.dir}: features of layers {test_cache.layers} at "
@@ -229,10 +221,11 @@ def score_protocols(shot_cache, shot_masks: dict, test_cache, test_masks: dict,
     return scores, predicted
 
 
-def metrics(shots: dict, candidates: list[dict], count: int, scores: dict) -> dict:
+def metrics(shots: Shots, head: dict | None, candidates: list[dict], count: int,
+            scores: dict) -> dict:
     """metrics.json: the shot, how it was picked, and every protocol's scores."""
-    return {"shot": shots["stems"][0], "shot_psnr_db": round(shots["psnr"][0], 2),
-            "shot_head": shots.get("head"), "shot_candidates": candidates, "test_images": count,
+    return {"shot": shots.stems[0], "shot_psnr_db": round(shots.psnr[0], 2),
+            "shot_head": head, "shot_candidates": candidates, "test_images": count,
             "protocols": scores}
 
 
@@ -261,16 +254,15 @@ def how_picked(candidates: list[dict]) -> str:
             "inverted of those")
 
 
-def section_markdown(scores: dict, shots: dict, candidates: list[dict], count: int,
-                     settings: dict) -> str:
+def section_markdown(scores: dict, shots: Shots, head: dict | None, candidates: list[dict],
+                     count: int, settings: dict) -> str:
     from partseg.report import markdown_table
 
-    head = shots.get("head")
     pose = (f"; its face is turned {head['yaw_deg']:+.0f} degrees (yaw) and rolled "
             f"{head['roll_deg']:+.0f} (as the demo generator drew it)" if head else "")
     lines = ["## Parts of any shape", "",
              f"One shot, several definitions of its parts. The shot is the real `labeled` image "
-             f"{shots['stems'][0]}, inverted into the GAN (PSNR {shots['psnr'][0]:.1f} dB)"
+             f"{shots.stems[0]}, inverted into the GAN (PSNR {shots.psnr[0]:.1f} dB)"
              f"{how_picked(candidates)}{pose}. "
              f"Under each protocol the few-shot {settings['network']} net learns its GAN "
              f"features with the shot's exact mask in that protocol, then segments the {count} "
@@ -371,13 +363,13 @@ def legends(classes: dict[str, list[str]], width: int) -> list[np.ndarray]:
     return pictures
 
 
-def shots_picture(shots: dict, reconstructions: np.ndarray, masks: dict, classes: dict
+def shots_picture(shots: Shots, reconstructions: np.ndarray, masks: dict, classes: dict
                   ) -> np.ndarray:
     """The shot, its inversion and its mask under each protocol."""
     from partseg.visualize import colorize, stack_vertical, titled_grid
 
     rows = [[image, reconstruction, *(colorize(masks[p][i]) for p in masks)]
-            for i, (image, reconstruction) in enumerate(zip(shots["images"], reconstructions))]
+            for i, (image, reconstruction) in enumerate(zip(shots.images, reconstructions))]
     grid = titled_grid(rows, ["shot", "its inversion", *masks], upscale=4)
     return stack_vertical([grid, *legends(classes, grid.shape[1])])
 

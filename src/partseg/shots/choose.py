@@ -1,8 +1,7 @@
 """Choosing the shots among the generated candidates, as a person would.
 
-The candidates are the sample stage's images and W+ latents. A shot is a dict of parallel
-lists: stems, images (HxWx3 uint8), masks (HxW uint8 label ids), wplus [k, n_latent, dim]
-(and, for inverted shots, noises and psnr); `select` takes some of them.
+The candidates are the sample stage's images and W+ latents, as `Shots` without masks
+(partseg.shots.batch); `Shots.select` takes some of them.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import torch
 
 from partseg.plumbing.errors import PartsegError
 from partseg.plumbing.io import load_weights, read_image
+from partseg.shots.batch import Shots
 
 # A part "shows" in a mask when it covers at least this many pixels: a 2x2 patch is the least
 # a person can paint and a few-shot net can learn a part from.
@@ -25,7 +25,7 @@ MIN_PART_PIXELS = 4
 AUTO_PICK_ORDER = ("parts_shown", "confidence")
 
 
-def load_candidates(sample_dir: Path) -> dict:
+def load_candidates(sample_dir: Path) -> Shots:
     """All generated candidates: stems, images (list of HxWx3 uint8) and W+ latents."""
     path = sample_dir / "latents.pt"
     latents = load_weights(path)  # weights only; a tampered file is refused, named
@@ -34,13 +34,7 @@ def load_candidates(sample_dir: Path) -> dict:
                            "stage sample")
     stems = list(latents["stems"])
     images = [read_image(sample_dir / "images" / f"{stem}.png") for stem in stems]
-    return {"stems": stems, "images": images, "wplus": latents["wplus"]}
-
-
-def select(candidates: dict, indices: list[int]) -> dict:
-    return {"stems": [candidates["stems"][i] for i in indices],
-            "images": [candidates["images"][i] for i in indices],
-            "wplus": candidates["wplus"][indices]}
+    return Shots(stems=stems, images=images, wplus=latents["wplus"])
 
 
 def named_indices(stems: list[str], wanted: list[str], k: int) -> list[int]:

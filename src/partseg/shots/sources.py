@@ -10,17 +10,18 @@ import numpy as np
 
 from partseg.plumbing.errors import PartsegError
 from partseg.plumbing.io import atomic_path, read_mask, save_json, save_yaml
+from partseg.shots.batch import Shots
 from partseg.shots.choose import (AUTO_PICK_ORDER, coverage_scores, named_indices, rank,
-                                  realism_scores, select)
+                                  realism_scores)
 from partseg.plumbing.stage import log
 
-def export_for_manual_annotation(samples: dict, sample_dir: Path, manual_dir: Path,
+def export_for_manual_annotation(samples: Shots, sample_dir: Path, manual_dir: Path,
                                  classes_file: Path, classes: list[str] | None = None) -> None:
     """The candidates' images and the classes to paint (`classes`, or the dataset's
     classes.yaml as it is) where `partseg annotate` opens them."""
     (manual_dir / "images").mkdir(parents=True, exist_ok=True)
     (manual_dir / "masks").mkdir(parents=True, exist_ok=True)
-    for stem in samples["stems"]:
+    for stem in samples.stems:
         target = manual_dir / "images" / f"{stem}.png"
         if not target.exists():
             with atomic_path(target) as tmp:
@@ -46,10 +47,10 @@ def missing_masks_message(painted: int, k: int, offered: list[str], manual_dir: 
             f"masks with class ids {ids}; 255 = ignore), then rerun the pipeline")
 
 
-def read_manual_masks(shots: dict, manual_dir: Path, classes: list[str],
+def read_manual_masks(shots: Shots, manual_dir: Path, classes: list[str],
                       classes_file: Path) -> list[np.ndarray]:
     masks = []
-    for stem, image in zip(shots["stems"], shots["images"]):
+    for stem, image in zip(shots.stems, shots.images):
         path = manual_dir / "masks" / f"{stem}.png"
         mask = read_mask(path)
         if mask.shape != image.shape[:2]:
@@ -78,30 +79,29 @@ def simulated_annotations(images: list[np.ndarray], annotator_path: Path, classe
     return [labels for labels, _ in results], [float(probs.max(0).mean()) for _, probs in results]
 
 
-def simulated_shots(candidates: dict, pick, k: int, annotator_path: Path, classes: list[str]
-                    ) -> tuple[dict, dict]:
+def simulated_shots(candidates: Shots, pick, k: int, annotator_path: Path, classes: list[str]
+                    ) -> tuple[Shots, dict]:
     log("[annotate] SIMULATED annotator: a UNet trained on rendered faces labels the candidates "
         "(demo data only; stands in for a person)")
-    masks, confidence = simulated_annotations(candidates["images"], annotator_path, classes)
+    masks, confidence = simulated_annotations(candidates.images, annotator_path, classes)
     scores = coverage_scores(masks, confidence)
     if isinstance(pick, list):
-        chosen = named_indices(candidates["stems"], pick, k)
+        chosen = named_indices(candidates.stems, pick, k)
     else:
         chosen = rank(scores, AUTO_PICK_ORDER)[:k] if pick == "auto" else list(range(k))
-    shots = select(candidates, chosen)
-    shots["masks"] = [masks[i] for i in chosen]
-    return shots, {stem: score for stem, score in zip(candidates["stems"], scores)}
+    shots = candidates.select(chosen).with_masks([masks[i] for i in chosen])
+    return shots, {stem: score for stem, score in zip(candidates.stems, scores)}
 
 
-def manual_shots(candidates: dict, pick, k: int, classes: list[str], *, manual_dir: Path,
+def manual_shots(candidates: Shots, pick, k: int, classes: list[str], *, manual_dir: Path,
                  dataset_dir: Path, samples_dir: Path, generator_dir: Path,
-                 protocol: str | None = None) -> tuple[dict, dict]:
+                 protocol: str | None = None) -> tuple[Shots, dict]:
     """A person's masks. pick auto offers every candidate, most realistic first, and the shots
     are whichever k the person painted; first / named candidates must all be painted."""
-    stems, manual_dir = candidates["stems"], Path(manual_dir)
+    stems, manual_dir = candidates.stems, Path(manual_dir)
     # Under --protocol the person paints that protocol's classes, listed in the manual folder.
     classes_file = manual_dir / "classes.yaml" if protocol else Path(dataset_dir) / "classes.yaml"
-    scores = realism_scores(candidates["images"], Path(generator_dir))
+    scores = realism_scores(candidates.images, Path(generator_dir))
     if isinstance(pick, list):
         offered = named_indices(stems, pick, k)
     elif pick == "auto":
@@ -110,7 +110,7 @@ def manual_shots(candidates: dict, pick, k: int, classes: list[str], *, manual_d
         offered = list(range(k))
     painted = [i for i in offered if (manual_dir / "masks" / f"{stems[i]}.png").exists()]
     if len(painted) < k:
-        export_for_manual_annotation(select(candidates, offered), Path(samples_dir), manual_dir,
+        export_for_manual_annotation(candidates.select(offered), Path(samples_dir), manual_dir,
                                      Path(dataset_dir) / "classes.yaml",
                                      classes if protocol else None)
         # `partseg annotate` lists the candidates in this order and stars the first k.
@@ -118,13 +118,13 @@ def manual_shots(candidates: dict, pick, k: int, classes: list[str], *, manual_d
         waiting = [stems[i] for i in offered if i not in painted]
         raise PartsegError(missing_masks_message(len(painted), k, waiting, manual_dir, classes,
                                                  any_of=pick == "auto"))
-    shots = select(candidates, painted[:k])
-    shots["masks"] = read_manual_masks(shots, manual_dir, classes, classes_file)
+    shots = candidates.select(painted[:k])
+    shots = shots.with_masks(read_manual_masks(shots, manual_dir, classes, classes_file))
     return shots, dict(zip(stems, scores)) if scores else {}
 
 
 def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion,
-                   protocol: str | None = None, stems: list[str] | None = None) -> dict:
+                   protocol: str | None = None, stems: list[str] | None = None) -> Shots:
     """The first k labelled real images (or the labelled images named by `stems`) inverted
     into the GAN, with their masks: the dataset's, or under `protocol` (merged, or drawn by
     the demo generator for these very images), and the PSNR of each inversion."""
@@ -150,9 +150,9 @@ def inverted_shots(dataset_dir: Path, generator_dir: Path, k: int, inversion,
                            D=load_discriminator(checkpoint, device), device=device,
                            **as_dict(inversion))
     log(f"[annotate] inversion PSNR of the {k} shots: {np.round(result['psnr'], 2).tolist()}")
-    return {"stems": list(stems), "images": list(images), "masks": list(masks),
-            "wplus": result["wplus"], "noises": result.get("noises"),
-            "psnr": [float(v) for v in result["psnr"]]}
+    return Shots(stems=list(stems), images=list(images), masks=list(masks),
+                 wplus=result["wplus"], noises=result.get("noises"),
+                 psnr=[float(v) for v in result["psnr"]])
 
 
 def labelled_indices(dataset_dir: Path, stems: list[str]) -> list[int]:
