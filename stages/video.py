@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.plumbing.io import atomic_dir, atomic_path, save_json, save_png
+from partseg.plumbing.io import atomic_dir, atomic_path
 from partseg.plumbing.stage import run_stage, stage_parser
 
 
 def build(args, params):
+    from partseg.experiments.shared import write_results
     from partseg.video import experiment, report
 
     frames, masks, info = experiment.load_clip(Path(args.clip))
@@ -40,16 +41,15 @@ def build(args, params):
     with atomic_dir(args.out) as tmp:
         with atomic_path(tmp / "per_frame.tsv") as part:
             table.round(5).to_csv(part, sep="\t", index=False)
-        with atomic_path(tmp / "per_class.csv") as part:
-            report.per_class_table(metrics).round(4).to_csv(part)
         with atomic_path(tmp / "labels.npz") as part:
             np.savez_compressed(part, **labels)
-        save_json(metrics, tmp / "metrics.json")
-        save_png(report.strip_picture(frames, masks, labels, params.video.strip_frames),
-                 tmp / "strip.png")
-        save_png(report.per_frame_picture(table, list(labels), gone), tmp / "per_frame.png")
+        pictures = {"strip.png": report.strip_picture(frames, masks, labels,
+                                                      params.video.strip_frames),
+                    "per_frame.png": report.per_frame_picture(table, list(labels), gone)}
+        write_results(tmp, metrics=metrics, per_class=report.per_class_table(metrics).round(4),
+                      pictures=pictures,
+                      section=report.section_markdown(metrics, info, params.video))
         report.write_videos(tmp, frames, masks, labels, info["fps"])
-        (tmp / "section.md").write_text(report.section_markdown(metrics, info, params.video))
 
 
 if __name__ == "__main__":
