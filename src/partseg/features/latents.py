@@ -20,7 +20,8 @@ from partseg.features.cache import FeatureCache, generator_checksum, write_featu
 from partseg.features.extract import FeatureExtractor
 
 
-def cache_latent_features(out_dir: str | os.PathLike, generator: str | os.PathLike | torch.nn.Module,
+def cache_latent_features(out_dir: str | os.PathLike,
+                          generator: str | os.PathLike | torch.nn.Module,
                           wplus: torch.Tensor, options, *, batch_size: int,
                           noises: Sequence[torch.Tensor] | None = None,
                           checksum: str | None = None, device=None,
