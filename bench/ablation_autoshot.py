@@ -42,6 +42,7 @@ ROWS = {
     "synth5000": ["synthesize.images_per_shard=2500"],
     "self-train": ["train_autoshot.self_train_images=10000"],
     "flip": ["evaluate.flip=true"],
+    "balance0.75": ["train_autoshot.class_balance_power=0.75"],
 }
 SEED_KEYS = ("train_fewshot.seed", "synthesize.seed", "train_autoshot.seed")
 SMALL_PARTS = ("eye", "eyebrow", "nose", "mouth", "ear")
@@ -111,8 +112,9 @@ def table(folder: Path = OUT) -> str:
             values = group[column].dropna()
             spread = (values.max() - values.min()) / 2
             cells.append(f"{values.mean():.1f}" + (f" ± {spread:.1f}" if len(values) > 1 else ""))
+        seconds = group["seconds"].dropna()
         lines.append(f"| {base} | {len(group)} | " + " | ".join(cells)
-                     + f" | {int(group['seconds'].mean())} |")
+                     + f" | {int(seconds.mean()) if len(seconds) else '–'} |")
     return "\n".join(lines)
 
 
