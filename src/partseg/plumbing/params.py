@@ -114,7 +114,7 @@ class FeaturesParams:
 
 @dataclass
 class TrainFewshotParams:
-    network: str = knob("cnn", "few-shot net: per-pixel (linear, mlp, mlp2), dilated CNN (cnn: "
+    network: str = knob("mlp", "few-shot net: per-pixel (linear, mlp, mlp2), dilated CNN (cnn: "
                         "the paper's 61 px field; cnn_scaled: field scaled to the resolution) "
                         "or a mixed ensemble",
                         choices=("linear", "mlp", "mlp2", "cnn", "cnn_scaled", "mlp+cnn",
@@ -225,7 +225,7 @@ class BaselinesParams:
 class EvaluateParams:
     splits: list[str] = knob(["test", "test_shifted"], "splits evaluated", min_items=1)
     n_qualitative: int = knob(6, "images in the qualitative grid", low=1)
-    flip: bool = knob(False, "test-time flip: average each UNet's probabilities of the image and "
+    flip: bool = knob(True, "test-time flip: average each UNet's probabilities of the image and "
                       "its mirror image (classes must be mirror-symmetric, as in face10)")
 
 
