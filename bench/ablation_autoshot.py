@@ -41,6 +41,8 @@ ROWS = {
     "ensemble3+drop10": ["train_fewshot.ensemble=3", "synthesize.drop_uncertain=0.1"],
     "synth5000": ["synthesize.images_per_shard=2500"],
     "self-train": ["train_autoshot.self_train_images=10000"],
+    # Teacher and student 1000 steps each (self_train_steps 0 = steps): within the time budget.
+    "self-train-1000": ["train_autoshot.self_train_images=10000", "train_autoshot.steps=1000"],
     "flip": ["evaluate.flip=true"],
     "balance0.75": ["train_autoshot.class_balance_power=0.75"],
 }
@@ -102,6 +104,8 @@ def table(folder: Path = OUT) -> str:
     if frame.empty:
         return "no rows run yet"
     frame["base"] = frame["row"].str.partition("@")[0]
+    order = {name: index for index, name in enumerate(ROWS)}
+    frame = frame.sort_values("base", key=lambda names: names.map(order), kind="stable")
     columns = ["test", "test_shifted", "shifted_subset", "oneshot_shifted_subset",
                "fewshot_vs_annotator", *SMALL_PARTS]
     lines = ["| row | seeds | " + " | ".join(columns) + " | s |",

@@ -47,11 +47,11 @@ def build(args, params):
     shard_dirs = [Path(args.shards) / f"shard_{shard}" for shard in params.synthesize.shards]
     snapshots = snapshot_folder(args.snapshots, "train_autoshot", [*shard_dirs, args.dataset])
 
-    def train(images, targets, kind, log_path, snapshot_dir):
+    def train(images, targets, kind, log_path, snapshot_dir, steps=options.steps):
         return train_segmenter(
             images, targets, num_classes=len(classes), target_kind=kind,
             unet_config=as_dict(options.unet), augment=as_dict(options.augment),
-            steps=options.steps, batch_size=options.batch_size, lr=options.lr,
+            steps=steps, batch_size=options.batch_size, lr=options.lr,
             weight_decay=options.weight_decay, class_balance_power=options.class_balance_power,
             seed=options.seed, device=resolve_device(),
             log_path=log_path, snapshot_dir=snapshot_dir)
@@ -75,7 +75,7 @@ def build(args, params):
         log(f"[train_autoshot] self-training on {len(real)} real images, {kept:.1%} of their "
             f"pixels at confidence >= {options.self_train_confidence}")
         return train(real, labels, "hard", None if out is None else out / "training_log.tsv",
-                     snapshots / "student")
+                     snapshots / "student", options.self_train_steps or options.steps)
 
     if not current().is_main:  # the other ranks train; rank 0 writes what they trained
         fit(None)

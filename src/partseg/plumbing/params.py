@@ -177,6 +177,8 @@ class TrainAutoshotParams:
     self_train_images: int = knob(0, "self-training: the UNet labels this many real `train` "
                                      "images and a new UNet learns from its confident pixels; 0 = off",
                                   low=0)
+    self_train_steps: int = knob(0, "self-training: the new UNet's optimiser steps; 0 = `steps`",
+                                 low=0)
     self_train_confidence: float = knob(0.9, "self-training: a pixel is kept when the UNet's top "
                                              "probability is at least this", low=0.0, high=1.0)
     seed: int = knob(0, "seed", low=0)
