@@ -207,6 +207,7 @@ def test_stage_trains_on_two_processes(tmp_path):
     (dataset / "classes.yaml").write_text("[background, a, b]\n")
     params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
     params["synthesize"]["shards"] = [0]
+    params["train_autoshot"]["self_train_images"] = 0  # this dataset has no real `train` split
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     outs = {}
     for processes in (1, 2):

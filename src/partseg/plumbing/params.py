@@ -168,13 +168,14 @@ class TrainAutoshotParams:
     unet: UnetParams = field(default_factory=UnetParams, metadata={"help": "segmenter architecture"})
     augment: AugmentParams = field(default_factory=AugmentParams,
                                    metadata={"help": "geometric and colour augmentation"})
-    steps: int = knob(1500, "optimiser steps (bench/bench_unet.py --convergence)", low=1)
+    steps: int = knob(1000, "optimiser steps (with self-training, the teacher's; README "
+                            "\"Ablation\")", low=1)
     batch_size: int = knob(32, "images per step", low=1)
     lr: float = knob(0.003, "Adam peak learning rate (warm-up, cosine decay)", low=0.0)
     weight_decay: float = knob(0.0001, "Adam weight decay", low=0.0)
     class_balance_power: float = knob(0.5, "loss weight of a class ~ (1 / its pixel frequency) "
                                            "** power; 0 = plain cross-entropy", low=0.0)
-    self_train_images: int = knob(0, "self-training: the UNet labels this many real `train` "
+    self_train_images: int = knob(10000, "self-training: the UNet labels this many real `train` "
                                      "images and a new UNet learns from its confident pixels; 0 = off",
                                   low=0)
     self_train_steps: int = knob(0, "self-training: the new UNet's optimiser steps; 0 = `steps`",
