@@ -352,9 +352,13 @@ def test_an_empty_images_folder_is_a_clear_error(tmp_path):
 
 
 def test_command_prints_the_url_serves_and_stops_on_ctrl_c(folder):
+    # A person's shell delivers Ctrl-C to a command whose SIGINT is not ignored; an ignored
+    # SIGINT is inherited (another test's subprocess tooling may leave pytest ignoring it),
+    # and then Python installs no KeyboardInterrupt handler in the child. Restore the default.
     process = subprocess.Popen(
         [sys.executable, "-m", "partseg.cli", "annotate", "--dir", str(folder), "--no-browser"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = process.stdout.readline()
         url_line = process.stdout.readline()
