@@ -127,6 +127,10 @@ def test_onnx_segmenter_is_a_segmenter_with_the_same_state_and_labels(model_path
     images, _ = two_squares(2, 24, 7, noise=10)
     for image in images:
         assert np.array_equal(onnx_backend.predict(image), torch_backend.predict(image))
+    # test-time flip (partseg segment --flip) on either backend
+    flip_pt, flip_onnx = Segmenter(model_path, flip=True), open_segmenter(onnx_path, flip=True)
+    for image in images:
+        assert np.array_equal(flip_onnx.predict(image), flip_pt.predict(image))
 
 
 def test_segment_with_onnx_writes_the_same_pngs_as_with_pt(model_path, onnx_path, tmp_path,

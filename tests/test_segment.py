@@ -138,3 +138,22 @@ def test_same_stem_in_two_places_does_not_overwrite(tmp_path):
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
     from partseg.segment import _output_stems
     assert _output_stems(expand_inputs([first, second])) == ["img", "img-2"]
+
+
+def test_flip_segments_the_mirror_image_as_the_mirrored_labels(model_path, folder, tmp_path,
+                                                               monkeypatch):
+    images, _ = squares(2, seed=11)
+    plain, flipped = Segmenter(model_path, device="cpu"), Segmenter(model_path, flip=True)
+    for image in images:
+        labels = flipped.predict(image)
+        assert labels.shape == image.shape[:2]
+        assert (labels == plain.predict(image)).mean() > 0.9  # the same parts, found
+        # flip-averaging is mirror-equivariant (a plain UNet need not be)
+        assert np.array_equal(flipped.predict(np.ascontiguousarray(image[:, ::-1]))[:, ::-1],
+                              labels)
+    # the command line option reaches the segmenter
+    monkeypatch.setattr(sys, "argv", ["partseg"])
+    assert cli.main(["segment", str(folder / "a.png"), "-m", str(model_path), "--flip",
+                     "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    written = read_mask(tmp_path / "out" / "labels" / "a.png")
+    assert np.array_equal(written, flipped.predict(folder / "a.png"))

@@ -63,20 +63,11 @@ def segmenter_predictions(model_paths: dict[str, Path], images: np.ndarray,
 
 
 def segmenter_labels(model, images: np.ndarray, device, flip: bool = False) -> np.ndarray:
-    """uint8 labels [N,H,W]; with flip, the argmax of the mean of the probabilities of each
-    image and of its mirror image (mirrored back). A mirrored face is a face, and the face
-    classes have no left and right, so both views are equally valid inputs."""
+    """uint8 labels [N,H,W]; flip: test-time flip (autoshot.segmenter)."""
     from partseg.autoshot.segmenter import predict_labels
 
-    if not flip:
-        return np.stack([label for label, _ in predict_labels(model, images, batch_size=64,
-                                                              device=device)])
-    probabilities = np.stack([probs for _, probs in predict_labels(
-        model, images, batch_size=64, device=device, return_probs=True)])
-    mirrored = np.stack([probs for _, probs in predict_labels(
-        model, np.ascontiguousarray(images[:, :, ::-1]), batch_size=64, device=device,
-        return_probs=True)])
-    return (probabilities + mirrored[..., ::-1]).argmax(axis=1).astype(np.uint8)
+    return np.stack([label for label, _ in predict_labels(model, images, batch_size=64,
+                                                          device=device, flip=flip)])
 
 
 def in_classes(method: str, labels: np.ndarray, own: list[str], classes: list[str]):

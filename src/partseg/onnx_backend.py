@@ -63,7 +63,7 @@ class OnnxSegmenter(Segmenter):
     """Segmenter(model_path) for a .onnx export: same predict/predict_batch, same outputs."""
 
     def __init__(self, model_path: str | os.PathLike, device: str | torch.device | None = None,
-                 size: int | None = None):
+                 size: int | None = None, flip: bool = False):
         # Not Segmenter.__init__ (it loads a torch checkpoint); this sets the same attributes,
         # which tests/test_export_onnx.py checks so the two cannot drift apart.
         path = Path(model_path)
@@ -88,11 +88,11 @@ class OnnxSegmenter(Segmenter):
         self.class_names: list[str] = list(self.meta["class_names"])
         self.resolution = int(self.meta["resolution"])
         self.size = self.resolution if size is None else int(size)
+        self.flip = flip
 
 
 def open_segmenter(model_path: str | os.PathLike, device: str | torch.device | None = None,
-                   size: int | None = None) -> Segmenter:
+                   size: int | None = None, flip: bool = False) -> Segmenter:
     """The backend for a model file: ONNX Runtime for *.onnx, PyTorch otherwise."""
-    if str(model_path).lower().endswith(".onnx"):
-        return OnnxSegmenter(model_path, device=device, size=size)
-    return Segmenter(model_path, device=device, size=size)
+    backend = OnnxSegmenter if str(model_path).lower().endswith(".onnx") else Segmenter
+    return backend(model_path, device=device, size=size, flip=flip)

@@ -161,15 +161,17 @@ def _batches(frames, size: int):
 def segment_paths(model_path: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *, batch_size: int = 16,
                   device: str | torch.device | None = None, size: int | None = None,
-                  frame_folders: bool = False, fps: float | None = None) -> dict:
+                  frame_folders: bool = False, fps: float | None = None,
+                  flip: bool = False) -> dict:
     """Segment every image and video named by `inputs`; write labels/ and overlays/ under
     `out_dir` for the images, and <stem>/labels/, <stem>/overlay.mp4 for each video.
 
     frame_folders: each folder in `inputs` is the frames of one video (at `fps`, default 25),
-    not a set of images. Returns a report: {"model", "out_dir", "size", "segmented": {image
-    path: output stem}, "videos": {video path: segment_video's dict}, "failed": [{"path",
-    "error"}]}. Unreadable images and videos are skipped (and listed in "failed"); inputs that
-    match nothing raise PartsegError before anything is written.
+    not a set of images. flip: test-time flip (twice the work). Returns a report: {"model",
+    "out_dir", "size", "segmented": {image path: output stem}, "videos": {video path:
+    segment_video's dict}, "failed": [{"path", "error"}]}. Unreadable images and videos are
+    skipped (and listed in "failed"); inputs that match nothing raise PartsegError before
+    anything is written.
     """
     from partseg.video import is_video_file
     from partseg.visualize import overlay
@@ -184,7 +186,7 @@ def segment_paths(model_path: str | os.PathLike, inputs: Sequence[str | os.PathL
     created = not out_dir.exists()
     from partseg.onnx_backend import open_segmenter  # *.onnx: ONNX Runtime (partseg export)
 
-    segmenter = open_segmenter(model_path, device=device, size=size)
+    segmenter = open_segmenter(model_path, device=device, size=size, flip=flip)
     report = {"model": str(model_path), "out_dir": str(out_dir), "size": segmenter.size,
               "segmented": {}, "videos": {}, "failed": []}
     for path, stem in zip(videos, _video_stems(videos)):
@@ -250,6 +252,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the model's training resolution; 0 = native size)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:N or auto (default: $PARTSEG_DEVICE or auto)")
+    parser.add_argument("--flip", action="store_true",
+                        help="test-time flip: average the image's and its mirror image's "
+                             "probabilities (twice the time; as the demo's evaluate.flip)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         raise PartsegError(f"--fps: must be a positive frame rate, got {args.fps}")
     report = segment_paths(args.model, args.inputs, args.out, batch_size=args.batch_size,
                            device=args.device, size=args.size, frame_folders=args.frames,
-                           fps=args.fps)
+                           fps=args.fps, flip=args.flip)
     count, failed = len(report["segmented"]), report["failed"]
     if failed and not count and not report["videos"]:
         raise PartsegError(f"nothing segmented: {len(failed)} file(s) could not be read: "

@@ -7,6 +7,10 @@
     Segmenter(path).predict(image)         an image (array or path) -> HxW labels, segmented at
                                            the model's training scale (`partseg segment`)
 
+Each takes flip=True for test-time flip: the mean of the probabilities of the image and of its
+mirror image (mirrored back). A mirrored face is a face, and the face classes have no left and
+right, so both views are equally valid inputs; evaluate.flip turns it on for every UNet scored.
+
 The file is a plain dict loadable with torch.load(weights_only=True): format
 SEGMENTER_FORMAT, version, config (UNet arguments), state_dict, meta.
 """
@@ -81,8 +85,16 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_probabilities(model: UNet, batch: torch.Tensor) -> torch.Tensor:
-    """Images float [B,3,H,W] in [0,1] (on the model's device) -> softmax [B,K,H,W] float32."""
+def predict_probabilities(model: UNet, batch: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """Images float [B,3,H,W] in [0,1] (on the model's device) -> softmax [B,K,H,W] float32;
+    with flip, the mean of those of the batch and of its mirror image, mirrored back."""
+    probabilities = _softmax(model, batch)
+    if flip:
+        probabilities = (probabilities + _softmax(model, batch.flip(-1)).flip(-1)) / 2
+    return probabilities
+
+
+def _softmax(model: UNet, batch: torch.Tensor) -> torch.Tensor:
     device = batch.device
     with torch.autocast(device.type, dtype=mixed_precision_dtype(device) or torch.bfloat16,
                         enabled=use_mixed_precision(device)):
@@ -92,12 +104,12 @@ def predict_probabilities(model: UNet, batch: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_labels(model: UNet, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 16,
-                   device: str | torch.device | None = None, return_probs: bool = False
-                   ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+                   device: str | torch.device | None = None, return_probs: bool = False,
+                   flip: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Segment uint8 images ([N,H,W,3] or a list of HxWx3 of any sizes) at their own size.
 
     Returns one (labels HxW uint8, probabilities [K,H,W] float32 or None) per image, in order.
-    Consecutive images of the same size are batched together.
+    Consecutive images of the same size are batched together. flip: test-time flip.
     """
     if device is not None:
         model.to(resolve_device(str(device)))
@@ -115,7 +127,7 @@ def predict_labels(model: UNet, images: np.ndarray | Sequence[np.ndarray], batch
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(f"predict_labels: expected uint8 HxWx3 images, got {batch.shape[1:]} "
                              f"{batch.dtype}")
-        probs = predict_probabilities(model, images_to_unit_tensor(batch, target))
+        probs = predict_probabilities(model, images_to_unit_tensor(batch, target), flip)
         labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
         probs_np = probs.cpu().numpy() if return_probs else None
         for i in range(len(batch)):
@@ -134,10 +146,12 @@ MAX_WORKING_PIXELS = 1 << 19
 
 
 class Segmenter:
-    """A loaded segmenter: predict(image) -> HxW uint8 labels at the image's own size."""
+    """A loaded segmenter: predict(image) -> HxW uint8 labels at the image's own size.
+    flip: test-time flip (twice the work, usually a better segmentation)."""
 
     def __init__(self, model_path: str | os.PathLike, device: str | torch.device | None = None,
-                 size: int | None = None):
+                 size: int | None = None, flip: bool = False):
+        self.flip = flip
         self.model = load_segmenter(model_path, device)
         self.meta = self.model.meta
         self.device = next(self.model.parameters()).device
@@ -178,7 +192,7 @@ class Segmenter:
         working = sizes.pop()
         batch = torch.cat([self._resize(images_to_unit_tensor(image[None], self.device), working)
                            for image in images])
-        probabilities = predict_probabilities(self.model, batch)
+        probabilities = predict_probabilities(self.model, batch, self.flip)
         labels = []
         for image, probs in zip(images, probabilities):
             # back to the native size one image at a time: K x H x W floats can be large
