@@ -34,8 +34,9 @@ def load_shards(synthesize_dir: Path, shards: list[int]) -> tuple[list, list]:
 
 def build(args, params):
     from partseg.autoshot.segmenter import save_segmenter
+    from partseg.autoshot.self_training import pseudo_labels, student_snapshots
     from partseg.autoshot.train import train_segmenter
-    from partseg.data.folder import load_classes
+    from partseg.data.folder import load_classes, load_split_arrays
     from partseg.plumbing.device import resolve_device
     from partseg.plumbing.distributed import current
     from partseg.plumbing.params import as_dict
@@ -47,7 +48,7 @@ def build(args, params):
     shard_dirs = [Path(args.shards) / f"shard_{shard}" for shard in params.synthesize.shards]
     snapshots = snapshot_folder(args.snapshots, "train_autoshot", [*shard_dirs, args.dataset])
 
-    def train(images, targets, kind, log_path, snapshot_dir, steps=options.steps):
+    def train(images, targets, kind, log_path, snapshot_dir, steps):
         return train_segmenter(
             images, targets, num_classes=len(classes), target_kind=kind,
             unet_config=as_dict(options.unet), augment=as_dict(options.augment),
@@ -59,23 +60,18 @@ def build(args, params):
     def fit(out):
         """The UNet on the synthetic set; with self-training, the student it teaches."""
         self_training = options.self_train_images > 0
-        teacher_log = None if out is None else out / (
-            "teacher_log.tsv" if self_training else "training_log.tsv")
-        model, history = train(images, logits, "soft", teacher_log, snapshots)
-        if self_training:
-            model, history = self_train(model, out, train)
-        return model, history
-
-    def self_train(teacher, out, train):
-        from partseg.autoshot.self_training import pseudo_labels
-        from partseg.data.folder import load_split_arrays
-
+        log_path = (lambda name: None) if out is None else (lambda name: out / name)
+        model, history = train(images, logits, "soft", log_path(
+            "teacher_log.tsv" if self_training else "training_log.tsv"), snapshots, options.steps)
+        if not self_training:
+            return model, history
         real, _, _ = load_split_arrays(args.dataset, "train", limit=options.self_train_images)
-        labels, kept = pseudo_labels(teacher, real, options.self_train_confidence)
-        log(f"[train_autoshot] self-training on {len(real)} real images, {kept:.1%} of their "
-            f"pixels at confidence >= {options.self_train_confidence}")
-        return train(real, labels, "hard", None if out is None else out / "training_log.tsv",
-                     snapshots / "student", options.self_train_steps or options.steps)
+        pseudo = pseudo_labels(model, real, options.self_train_confidence,
+                               options.self_train_class_portion)
+        log(f"[train_autoshot] self-training on {len(real)} real images: {pseudo.summary(classes)}")
+        return train(real, pseudo.labels, "hard", log_path("training_log.tsv"),
+                     student_snapshots(snapshots, pseudo.labels),
+                     options.self_train_steps or options.steps)
 
     if not current().is_main:  # the other ranks train; rank 0 writes what they trained
         fit(None)

@@ -2,7 +2,8 @@
 
 - A library edit reruns exactly the stages whose imports reach the edited file (and what
   depends on them), under both tools.
-- An upstream change retrains the auto-shot UNet from scratch, never from the old snapshot.
+- An upstream change retrains the auto-shot UNet from scratch, never from the old snapshot;
+  other pseudo-labels train a new self-trained student.
 - A SIGKILL during a training stage or during `synthesize`, then the plain command, gives the
   same outputs as an uninterrupted run.
 - A bad params value or a missing data folder stops both tools before anything is deleted.
@@ -105,6 +106,21 @@ def test_an_upstream_change_retrains_the_unet_from_scratch(project):
     assert (project / "results/train_autoshot/training_log.tsv").stat().st_size > 0
     assert (project / "results/train_autoshot/model.pt").is_file()
     git_commit(project, "seed 7")
+
+
+def test_another_pseudo_label_choice_trains_a_new_student(project):
+    # The teacher's options and data are unchanged, so it resumes its finished snapshot. At
+    # confidence 0 every pixel is kept (the tiny params keep each class's surest half, ties
+    # included), so the student's labels change: it must train afresh, not resume.
+    set_param(project, "train_autoshot", "self_train_confidence", 0.0)
+    assert "train_autoshot" in snakemake_build(project)
+    log = (project / "results/logs/train_autoshot.log").read_text()
+    assert "100.0% of the pixels kept" in log
+    resumed = [line for line in log.splitlines() if "resuming at step" in line]
+    assert resumed and not any("student" in line for line in resumed), resumed
+    students = list((project / "checkpoints/train_autoshot").glob("*/student/*"))
+    assert len(students) == 1 and students[0].name.startswith("labels-")
+    git_commit(project, "confidence 0")
 
 
 def kill_when_running(command: list[str], project: Path, module: str, out: str) -> None:

@@ -182,6 +182,10 @@ class TrainAutoshotParams:
                                  low=0)
     self_train_confidence: float = knob(0.9, "self-training: a pixel is kept when the UNet's top "
                                              "probability is at least this", low=0.0, high=1.0)
+    self_train_class_portion: float = knob(
+        0.0, "self-training: also keep this fraction of the pixels predicted as each class, its "
+             "most confident ones (class-balanced, as in CBST), so thin parts are not left out; "
+             "0 = the confidence threshold alone", low=0.0, high=1.0)
     seed: int = knob(0, "seed", low=0)
 
 
