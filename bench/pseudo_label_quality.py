@@ -1,0 +1,83 @@
+"""How good are self-training's pseudo-labels, per class, under each way of choosing pixels?
+
+The demo's `train` split has masks, which self-training never reads: here they score the
+teacher's labels of those images. For each selection rule, per class: precision (of the
+pixels labelled as the class, the share that is that class) and coverage (of the class's
+true pixels, the share labelled as it and kept).
+
+    python bench/pseudo_label_quality.py checkpoints/train_autoshot/inputs-*/segmenter_snapshot.pt
+    python bench/pseudo_label_quality.py results/train_autoshot/model.pt --images 2000
+
+The first is the teacher of the default run (its training snapshot, kept in checkpoints/);
+any saved segmenter works too. Rules: every pixel; confidence >= 0.9 (the default); that or
+each class's surest fraction p (train_autoshot.self_train_class_portion = p).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from partseg.autoshot.segmenter import load_segmenter, predict_probabilities
+from partseg.autoshot.self_training import SCORE_LEVELS, class_score_thresholds
+from partseg.autoshot.unet import UNet
+from partseg.data.folder import load_classes, load_split_arrays
+from partseg.imaging import images_to_unit_tensor
+
+
+def load_model(path: str, num_classes: int) -> torch.nn.Module:
+    """A saved segmenter (model.pt) or a train_autoshot training snapshot."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "fingerprint" not in checkpoint:
+        return load_segmenter(path, "cpu")
+    model = UNet(num_classes, **checkpoint["fingerprint"]["unet"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+@torch.no_grad()
+def teacher_labels(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top probability (float) and label (uint8) of every pixel."""
+    tops, labels = [], []
+    for start in range(0, len(images), 500):
+        top, label = predict_probabilities(model, images_to_unit_tensor(images[start:start + 500])).max(1)
+        tops.append(top.numpy())
+        labels.append(label.numpy().astype(np.uint8))
+    return np.concatenate(tops), np.concatenate(labels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--dataset", default="data/dataset")
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--confidence", type=float, default=0.9)
+    parser.add_argument("--portions", type=float, nargs="*", default=[0.25, 0.5])
+    args = parser.parse_args()
+    classes = load_classes(args.dataset)
+    images, masks, _ = load_split_arrays(args.dataset, "train", limit=args.images)
+    top, labels = teacher_labels(load_model(args.model, len(classes)), images)
+    scores = np.floor(top * (SCORE_LEVELS - 1)).astype(np.uint8)  # as self_training does
+    rules = {"every pixel": np.ones_like(top, bool),
+             f"confidence >= {args.confidence}": top >= args.confidence}
+    for portion in args.portions:
+        thresholds = class_score_thresholds(labels, scores, portion)
+        rules[f"that, or each class's surest {portion:.0%}"] = (
+            (top >= args.confidence) | (scores >= thresholds[labels]))
+    print(f"{len(images)} train images; precision / coverage per class\n")
+    print("| rule | kept | " + " | ".join(classes) + " |")
+    print("|---" * (len(classes) + 2) + "|")
+    for name, keep in rules.items():
+        cells = []
+        for index in range(len(classes)):
+            chosen, truth = (labels == index) & keep, masks == index
+            right = (chosen & truth).sum()
+            cells.append(f"{right / max(chosen.sum(), 1):.2f} / {right / max(truth.sum(), 1):.2f}")
+        print(f"| {name} | {keep.mean():.1%} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
