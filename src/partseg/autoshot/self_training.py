@@ -10,7 +10,9 @@ ablation table says what it is worth here.
 Which pixels are kept: those whose top probability reaches `confidence`, and, with
 `class_portion` p > 0, also the most confident fraction p of the pixels predicted as each class
 (class-balanced selection, as in CBST, Zou et al. 2018). One threshold alone keeps thin parts
-least: an eyebrow pixel is rarely 90 % sure, so the student would hardly see eyebrows.
+least: an eyebrow pixel is rarely 90 % sure, so the student hardly sees eyebrows. On the demo
+the portion does not help (README "Ablation"): the teacher over-paints the thin parts, so
+their less sure pixels are mostly wrong (bench/pseudo_label_quality.py measures it).
 """
 
 from __future__ import annotations

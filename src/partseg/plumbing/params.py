@@ -184,8 +184,9 @@ class TrainAutoshotParams:
                                              "probability is at least this", low=0.0, high=1.0)
     self_train_class_portion: float = knob(
         0.0, "self-training: also keep this fraction of the pixels predicted as each class, its "
-             "most confident ones (class-balanced, as in CBST), so thin parts are not left out; "
-             "0 = the confidence threshold alone", low=0.0, high=1.0)
+             "most confident ones (class-balanced, as in CBST), so thin parts are not left out "
+             "(worse on the demo: README 'Ablation'); 0 = the confidence threshold alone",
+        low=0.0, high=1.0)
     seed: int = knob(0, "seed", low=0)
 
 
