@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from partseg.autoshot.segmenter import load_segmenter, predict_probabilities
-from partseg.autoshot.self_training import SCORE_LEVELS, class_score_thresholds
+from partseg.autoshot.segmenter import load_segmenter
+from partseg.autoshot.self_training import IGNORE, pseudo_labels
 from partseg.autoshot.unet import UNet
 from partseg.data.folder import load_classes, load_split_arrays
-from partseg.imaging import images_to_unit_tensor
 
 
 def load_model(path: str, num_classes: int) -> torch.nn.Module:
@@ -35,17 +33,6 @@ def load_model(path: str, num_classes: int) -> torch.nn.Module:
     model = UNet(num_classes, **checkpoint["fingerprint"]["unet"])
     model.load_state_dict(checkpoint["model"])
     return model.eval()
-
-
-@torch.no_grad()
-def teacher_labels(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top probability (float) and label (uint8) of every pixel."""
-    tops, labels = [], []
-    for start in range(0, len(images), 500):
-        top, label = predict_probabilities(model, images_to_unit_tensor(images[start:start + 500])).max(1)
-        tops.append(top.numpy())
-        labels.append(label.numpy().astype(np.uint8))
-    return np.concatenate(tops), np.concatenate(labels)
 
 
 def main() -> None:
@@ -59,24 +46,23 @@ def main() -> None:
     args = parser.parse_args()
     classes = load_classes(args.dataset)
     images, masks, _ = load_split_arrays(args.dataset, "train", limit=args.images)
-    top, labels = teacher_labels(load_model(args.model, len(classes)), images)
-    scores = np.floor(top * (SCORE_LEVELS - 1)).astype(np.uint8)  # as self_training does
-    rules = {"every pixel": np.ones_like(top, bool),
-             f"confidence >= {args.confidence}": top >= args.confidence}
-    for portion in args.portions:
-        thresholds = class_score_thresholds(labels, scores, portion)
-        rules[f"that, or each class's surest {portion:.0%}"] = (
-            (top >= args.confidence) | (scores >= thresholds[labels]))
+    teacher = load_model(args.model, len(classes))
+    # Each rule is a call of self-training's own pseudo_labels: what is scored is what it keeps.
+    rules = {"every pixel": (0.0, 0.0), f"confidence >= {args.confidence}": (args.confidence, 0.0),
+             **{f"that, or each class's surest {portion:.0%}": (args.confidence, portion)
+                for portion in args.portions}}
+    chosen_labels = {name: pseudo_labels(teacher, images, confidence, portion).labels
+                     for name, (confidence, portion) in rules.items()}
     print(f"{len(images)} train images; precision / coverage per class\n")
     print("| rule | kept | " + " | ".join(classes) + " |")
     print("|---" * (len(classes) + 2) + "|")
-    for name, keep in rules.items():
+    for name, labels in chosen_labels.items():
         cells = []
         for index in range(len(classes)):
-            chosen, truth = (labels == index) & keep, masks == index
+            chosen, truth = labels == index, masks == index
             right = (chosen & truth).sum()
             cells.append(f"{right / max(chosen.sum(), 1):.2f} / {right / max(truth.sum(), 1):.2f}")
-        print(f"| {name} | {keep.mean():.1%} | " + " | ".join(cells) + " |")
+        print(f"| {name} | {(labels != IGNORE).mean():.1%} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -57,16 +57,18 @@ def pseudo_labels(teacher, images: np.ndarray, confidence: float, class_portion:
     teacher.eval()
     labels = np.empty(images.shape[:3], dtype=np.uint8)
     confident = np.empty(images.shape[:3], dtype=bool)
-    scores = np.empty(images.shape[:3], dtype=np.uint8)  # top probability in 1/255 steps
+    # The top probability in 1/255 steps, for the per-class thresholds only.
+    scores = np.empty(images.shape[:3], dtype=np.uint8) if class_portion > 0 else None
     for start in range(0, len(images), batch_size):
         batch = images_to_unit_tensor(images[start:start + batch_size], device)
         top, label = predict_probabilities(teacher, batch).max(dim=1)
         end = start + len(batch)
         labels[start:end] = label.to(torch.uint8).cpu().numpy()
         confident[start:end] = (top >= confidence).cpu().numpy()
-        scores[start:end] = (top * (SCORE_LEVELS - 1)).floor().to(torch.uint8).cpu().numpy()
+        if scores is not None:
+            scores[start:end] = (top * (SCORE_LEVELS - 1)).floor().to(torch.uint8).cpu().numpy()
     keep = confident
-    if class_portion > 0:
+    if scores is not None:
         thresholds = class_score_thresholds(labels, scores, class_portion)
         keep = confident | (scores >= thresholds[labels])
     predicted = np.bincount(labels.ravel(), minlength=SCORE_LEVELS)
@@ -99,7 +101,9 @@ def student_snapshots(snapshots: Path, labels: np.ndarray) -> Path:
     folder = Path(snapshots) / "student" / f"labels-{digest}"
     if folder.parent.is_dir():
         for other in folder.parent.iterdir():
-            if other != folder:  # an older layout kept the snapshot file right here
-                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink()
+            if other.is_dir() and other != folder:
+                shutil.rmtree(other, ignore_errors=True)
+            elif other.is_file():  # an older layout kept the snapshot file right here
+                other.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
