@@ -6,6 +6,9 @@ formulation (rosinality's fused modulated conv), sampling images/s, training s/s
     python bench/bench_gan.py --config 64px     # rosinality 64 px, multiplier 1 (REFERENCES.md)
     python bench/bench_gan.py --config published256 --device cuda   # PARTSEG_AMP=off for fp32
 
+The demo config also times the forward at the batches the pipeline runs it at (sample 32,
+synthesize 50), each against the same convs at that batch.
+
 Timings are the minimum over interleaved repeats, so a machine shared with other jobs biases
 all columns alike. GFLOP counts come from torch's FlopCounterMode (convs, matmuls).
 """
@@ -26,6 +29,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from partseg.gan import Generator, sample_images, train_gan
 from partseg.gan.layers import LRELU_GAIN, LRELU_SLOPE
 from partseg.plumbing.io import save_png
+
+# The batches the pipeline runs the generator at without autograd (params.yaml): the sample
+# stage's 32 and the synthesize stage's 50 (2000 images, the bulk of its forwards).
+PIPELINE_BATCHES = {32: "sample stage", 50: "synthesize stage"}
 
 CONFIGS = {
     "demo": dict(size=32, style_dim=128, n_mlp=4, channel_base=1024, channel_max=128, batch=16),
@@ -122,6 +129,39 @@ def plain_conv_shapes(generator: Generator, batch: int):
     return shapes
 
 
+def plain_conv_workload(generator: Generator, batch: int, device):
+    """Inputs and weights of the plain convs of equal FLOPs, their FLOPs, and a runner."""
+    convs = []
+    for n, c_in, c_out, res in plain_conv_shapes(generator, batch):
+        x = torch.randn(n, c_in, res, res, device=device)
+        w = torch.randn(c_out, c_in, 3, 3, device=device)
+        convs.append((x, w, 2 * n * c_in * c_out * 9 * res * res))
+
+    def plain_convs():
+        for x, w, _ in convs:
+            F.conv2d(x, w, padding=1)
+
+    return convs, sum(f for _, _, f in convs), plain_convs
+
+
+def bench_pipeline_batches(config: dict, device, rounds: int) -> list[tuple]:
+    """The forward at each batch the pipeline uses, as a share of plain conv at that batch."""
+    torch.manual_seed(0)
+    generator = Generator(**{k: v for k, v in config.items() if k != "batch"}).to(device).eval()
+    rows = []
+    for batch, stage in PIPELINE_BATCHES.items():
+        z = torch.randn(batch, generator.style_dim, device=device)
+        flops = count_flops(lambda: generator(z))
+        _, conv_flops, plain_convs = plain_conv_workload(generator, batch, device)
+        with torch.no_grad():
+            times = interleaved_min({"ours": lambda: generator(z), "plain": plain_convs},
+                                    rounds, device)
+        ours, machine = flops / times["ours"] / 1e9, conv_flops / times["plain"] / 1e9
+        rows.append((f"Generator forward, batch {batch} ({stage})",
+                     f"{times['ours'] * 1e3:.1f} ms", f"{ours:.1f}", f"{ours / machine:.0%}"))
+    return rows
+
+
 def bench_forward(config: dict, device, rounds: int) -> list[tuple]:
     torch.manual_seed(0)
     arch = {k: v for k, v in config.items() if k != "batch"}
@@ -132,16 +172,7 @@ def bench_forward(config: dict, device, rounds: int) -> list[tuple]:
     ref_flops = count_flops(lambda: grouped_forward(generator, z))
     with torch.no_grad():
         torch.testing.assert_close(grouped_forward(generator, z), generator(z), rtol=1e-3, atol=1e-3)
-    convs = []
-    for n, c_in, c_out, res in plain_conv_shapes(generator, batch):
-        x = torch.randn(n, c_in, res, res, device=device)
-        w = torch.randn(c_out, c_in, 3, 3, device=device)
-        convs.append((x, w, 2 * n * c_in * c_out * 9 * res * res))
-    conv_flops = sum(f for _, _, f in convs)
-
-    def plain_convs():
-        for x, w, _ in convs:
-            F.conv2d(x, w, padding=1)
+    convs, conv_flops, plain_convs = plain_conv_workload(generator, batch, device)
 
     # The same convs in the channels-last layout: on some CPUs oneDNN runs them faster than
     # NCHW. The NCHW row stays the machine's figure (the README's time budgets scale by it).
@@ -227,8 +258,11 @@ def main() -> None:
     print(f"config {args.config}: {config}; device {device}, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}")
 
+    forward_rows = bench_forward(config, device, args.rounds)
+    if args.config == "demo":
+        forward_rows += bench_pipeline_batches(config, device, args.rounds)
     print_table("Generator forward (min over interleaved rounds)",
-                ("what", "time", "GFLOP/s", "of machine"), bench_forward(config, device, args.rounds))
+                ("what", "time", "GFLOP/s", "of machine"), forward_rows)
     rows = [("sampling (sample_images, batch 32, uint8 out)",
              f"{bench_sampling(config, device, args.samples):.0f} images/s")]
     if args.train_steps:

@@ -17,20 +17,25 @@ same as the per-sample grouped convolution: scale the input channels by the styl
 ordinary convolution with the shared weight for the whole batch, and multiply the output
 channels by the demodulation coefficients. The coefficients come from a small matrix product
 (squared styles x squared weight sums) instead of materialising a per-sample weight tensor.
-Without autograd (sampling, feature extraction), three more savings, each giving the same
-bits: the upsampling conv's stride-2 transposed convolution and the blur after it run in the
-channels-last layout (on CPU, PyTorch runs a float NCHW transposed conv ~2x slower, through
-layout conversions, and the depthwise blur is 2-4x faster channels-last); the layer's output
-returns to NCHW in the bias/noise pass that follows. The FIR upsampling of the RGB skip path
-inserts its zeros channels-last for the same blur speed. And weight-only terms (squared weight
-sums, the transposed weight) are cached per weight version. Under autograd the layout stays
-NCHW, because the channels-last backward kernels round differently: gradients keep their bits.
+Without autograd (sampling, feature extraction), two more savings that keep the values:
+- The upsampling conv's stride-2 transposed convolution and the blur after it run in the
+  channels-last layout: on CPU, PyTorch runs a float NCHW transposed conv ~2x slower, through
+  layout conversions, and the depthwise blur is 2-4x faster channels-last. The layer's output
+  returns to NCHW in the bias/noise pass that follows. The FIR upsampling of the RGB skip path
+  inserts its zeros channels-last for the same blur speed. On the CPUs measured these kernels
+  give the NCHW kernels' bits (`bench/generator_bits.py` checks a machine), except in the two
+  cases where PyTorch runs other kernels, which therefore stay NCHW: under autograd (the
+  backward kernels round differently) and for a batch of one image.
+- Terms of the parameters alone (scaled weights, weight energies, flipped blur kernels, the
+  bias + constant-noise map) are computed once and reused while the parameters are unchanged
+  (`DerivedTerms`): a forward is a few hundred small ops, whose dispatch costs about as much
+  as a conv at the demo's sizes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,17 +55,21 @@ def make_blur_kernel(taps: Sequence[float]) -> torch.Tensor:
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+              pad: tuple[int, int] = (0, 0), flipped: torch.Tensor | None = None
+              ) -> torch.Tensor:
     """Upsample (zero insertion), pad or crop, filter with `kernel`, downsample; per channel.
 
     `pad` = (before, after), the same on both axes; negative values crop. The kernel is
-    flipped so that this is a true convolution, as in the reference op.
+    flipped so that this is a true convolution, as in the reference op (`flipped`: that
+    flipped kernel, when the caller keeps it).
     """
     batch, channels, height, width = x.shape
     if up > 1:
         x = insert_zeros(x, up)
     before, after = pad
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).expand(channels, 1, *kernel.shape)
+    if flipped is None:
+        flipped = torch.flip(kernel, [0, 1])
+    weight = flipped.to(x.dtype).expand(channels, 1, *kernel.shape)
     if before == after >= 0:
         # Symmetric zero padding: let the convolution pad, saving a padded copy.
         return F.conv2d(x, weight, stride=down, padding=before, groups=channels)
@@ -73,8 +82,43 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
 
 
 def autograd_records(*tensors: torch.Tensor) -> bool:
-    """Whether autograd records an op on these tensors (then the NCHW reference path runs)."""
+    """Whether autograd records an op on these tensors."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def reference_layout(x: torch.Tensor, *parameters: torch.Tensor) -> bool:
+    """Whether an op on x must run NCHW, as the reference does (module docstring): under
+    autograd, or for a batch of one, where channels-last runs a kernel that rounds otherwise."""
+    return x.shape[0] == 1 or autograd_records(x, *parameters)
+
+
+class DerivedTerms:
+    """Terms computed from parameters and buffers alone, reused while those are unchanged.
+
+    Calls that autograd records recompute them, so gradients flow as before. A term's key
+    is each source's identity, storage, dtype and version counter: in-place updates
+    (optimiser steps, EMA lerp_, copy_, load_state_dict) advance the counter and `.to()`
+    changes the storage. A write through `tensor.data` changes neither: call `clear()`.
+    """
+
+    def __init__(self):
+        self._terms: dict[str, tuple] = {}
+
+    def get(self, name: str, sources: Sequence[torch.Tensor],
+            compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if autograd_records(*sources) or any(t.is_inference() for t in sources):
+            return compute()  # (an inference tensor has no version counter)
+        key = [(t._version, t.data_ptr(), t.dtype) for t in sources]
+        stored = self._terms.get(name)
+        if stored is not None and stored[1] == key and \
+                all(kept is source for kept, source in zip(stored[0], sources)):
+            return stored[2]
+        value = compute()
+        self._terms[name] = (tuple(sources), key, value)
+        return value
+
+    def clear(self) -> None:
+        self._terms.clear()
 
 
 def insert_zeros(x: torch.Tensor, up: int) -> torch.Tensor:
@@ -82,10 +126,10 @@ def insert_zeros(x: torch.Tensor, up: int) -> torch.Tensor:
 
     Without autograd the padding copy writes the channels-last layout at no extra cost, and
     the depthwise FIR conv that follows is several times faster on it (NCHW planes of 32 px
-    alias in the CPU cache). Under autograd: NCHW, whose backward has the reference's bits.
+    alias in the CPU cache). Where `reference_layout` says so: NCHW, the reference's bits.
     """
     batch, channels, height, width = x.shape
-    if autograd_records(x):
+    if reference_layout(x):
         x = x.reshape(batch, channels, height, 1, width, 1)
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
         return x.reshape(batch, channels, height * up, width * up)
@@ -130,12 +174,15 @@ class EqualLinear(nn.Module):
         self.scale = lr_mul / math.sqrt(in_dim)
         self.lr_mul = lr_mul
         self.activation = activation
+        self.derived = DerivedTerms()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias * self.lr_mul
+        weight = self.derived.get("weight", [self.weight], lambda: self.weight * self.scale)
+        bias = None if self.bias is None else \
+            self.derived.get("bias", [self.bias], lambda: self.bias * self.lr_mul)
         if self.activation:
-            return fused_leaky_relu(F.linear(x, self.weight * self.scale), bias)
-        return F.linear(x, self.weight * self.scale, bias)
+            return fused_leaky_relu(F.linear(x, weight), bias)
+        return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}"
@@ -162,6 +209,11 @@ class EqualConv2d(nn.Module):
         return f"{in_c}, {out_c}, {k}, stride={self.stride}, padding={self.padding}"
 
 
+def flipped_kernel(fir: nn.Module) -> torch.Tensor:
+    """The FIR module's `kernel` flipped (upfirdn2d convolves), kept in its `derived` terms."""
+    return fir.derived.get("flipped", [fir.kernel], lambda: torch.flip(fir.kernel, [0, 1]))
+
+
 class Blur(nn.Module):
     """FIR filter with padding; buffer `kernel` (times factor² when it follows an upsampling)."""
 
@@ -169,9 +221,10 @@ class Blur(nn.Module):
         super().__init__()
         self.register_buffer("kernel", make_blur_kernel(taps) * upsample_factor ** 2)
         self.pad = pad
+        self.derived = DerivedTerms()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+        return upfirdn2d(x, self.kernel, pad=self.pad, flipped=flipped_kernel(self))
 
 
 class Upsample(nn.Module):
@@ -183,9 +236,10 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", make_blur_kernel(taps) * factor ** 2)
         excess = self.kernel.shape[0] - factor
         self.pad = ((excess + 1) // 2 + factor - 1, excess // 2)
+        self.derived = DerivedTerms()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad, flipped=flipped_kernel(self))
 
 
 class ModulatedConv2d(nn.Module):
@@ -220,8 +274,7 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size,
                                                kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
-        # Weight-only terms cached by calls without autograd, see `weight_derived`; not state.
-        self._derived: dict[Hashable, tuple] = {}
+        self.derived = DerivedTerms()
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, "
@@ -242,7 +295,7 @@ class ModulatedConv2d(nn.Module):
         dcoefs = None
         if self.demodulate:
             # sum over (in, k, k) of (W * s)^2 = (s^2) @ (sum over k of W^2)^T.
-            energy = self.weight_derived("energy", self._weight_energy)         # [out, in]
+            energy = self.derived.get("energy", [self.weight], self._weight_energy)  # [out, in]
             dcoefs = torch.rsqrt(styles.square() @ energy.t() + DEMOD_EPS)
         styles = styles.to(x.dtype)[:, :, None, None]
         weight = weight.to(x.dtype)
@@ -257,39 +310,15 @@ class ModulatedConv2d(nn.Module):
 
     def _transposed_conv(self, x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor
                          ) -> torch.Tensor:
-        """The stride-2 transposed conv of x * styles; channels-last without autograd."""
-        if autograd_records(x, styles, weight):
+        """The stride-2 transposed conv of x * styles; channels-last where allowed."""
+        if reference_layout(x, styles, weight):
             return F.conv_transpose2d(x * styles, weight.transpose(0, 1), stride=2)
-        # A channels-last input takes oneDNN's direct kernel (same bits, module docstring). The
-        # product is written in that layout in its one pass, and the conv would copy its
-        # [in, out, k, k] weight into that layout every call: the copy is cached instead.
+        # The product is written channels-last in its one pass, and the conv would copy its
+        # [in, out, k, k] weight into that layout every call: the copy is kept instead.
         x = torch.mul(x, styles, out=torch.empty_like(x, memory_format=torch.channels_last))
-        transposed = self.weight_derived(("transposed", x.dtype), lambda: weight.transpose(
-            0, 1).contiguous(memory_format=torch.channels_last))
+        transposed = self.derived.get(f"transposed-{x.dtype}", [self.weight], lambda: weight
+                                      .transpose(0, 1).contiguous(memory_format=torch.channels_last))
         return F.conv_transpose2d(x, transposed, stride=2)
-
-    def weight_derived(self, name: Hashable, compute: Callable[[], torch.Tensor]
-                       ) -> torch.Tensor:
-        """compute(), a function of the weight alone, cached while the weight is unchanged.
-
-        The cache serves only calls that autograd does not record (sampling, feature
-        extraction). It is keyed on the weight's identity, storage, dtype and version counter;
-        in-place updates (optimiser steps, EMA lerp_, load_state_dict) advance the counter.
-        Writes through `weight.data` bypass it: call `clear_weight_cache()` after such a write.
-        """
-        weight = self.weight
-        if autograd_records(weight) or weight.is_inference():
-            return compute()  # (an inference tensor has no version counter)
-        key = (weight._version, weight.data_ptr(), weight.dtype)
-        cached = self._derived.get(name)
-        if cached is not None and cached[0] is weight and cached[1] == key:
-            return cached[2]
-        value = compute()
-        self._derived[name] = (weight, key, value)
-        return value
-
-    def clear_weight_cache(self) -> None:
-        self._derived.clear()
 
     def _weight_energy(self) -> torch.Tensor:
         """sum over the kernel taps of W^2, [out, in]: one read of the weight, no squared copy."""
@@ -342,6 +371,7 @@ class StyledConv(nn.Module):
                                     blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channels)
+        self.derived = DerivedTerms()
 
     def forward(self, x: torch.Tensor, style: torch.Tensor,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -351,8 +381,8 @@ class StyledConv(nn.Module):
         # lrelu(a) * g == lrelu(a * g) for g > 0, so the gain sqrt(2) is folded into the
         # demodulation and the additive terms: one multiply-add and one activation pass
         # instead of four element-wise passes over the feature map.
-        additive = (self.noise.weight * LRELU_GAIN) * noise.to(out.dtype) \
-            + (self.activate.bias * LRELU_GAIN).view(1, -1, 1, 1).to(out.dtype)
+        additive = self.derived.get(f"additive-{out.dtype}", [self.noise.weight, noise,
+                                    self.activate.bias], lambda: self._additive(noise, out.dtype))
         if dcoefs is None:
             # additive first: it makes the result NCHW when `out` is channels-last (module
             # docstring), as addcmul's first operand does below.
@@ -360,6 +390,11 @@ class StyledConv(nn.Module):
         else:
             out = torch.addcmul(additive, out, (dcoefs * LRELU_GAIN).to(out.dtype)[:, :, None, None])
         return F.leaky_relu(out, LRELU_SLOPE, inplace=True)
+
+    def _additive(self, noise: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(noise strength * noise + bias) * gain: one map for a fixed noise image."""
+        return (self.noise.weight * LRELU_GAIN) * noise.to(dtype) \
+            + (self.activate.bias * LRELU_GAIN).view(1, -1, 1, 1).to(dtype)
 
 
 class ToRGB(nn.Module):
