@@ -82,9 +82,31 @@ def build(args, params):
                        {"classes": classes, "resolution": params.data.resolution,
                         "trained_on": "auto-shot synthetic dataset" + (
                             f", then self-trained on {options.self_train_images} real images"
-                            if options.self_train_images else "")})
+                            if options.self_train_images else ""),
+                        "prior_correction": correct_prior(model, logits, classes, options)})
     log(f"[train_autoshot] {sum(len(i) for i in images)} synthetic images, "
         f"final loss {history[-1]['loss']:.4f}")
+
+
+def correct_prior(model, logits: list, classes: list[str], options) -> dict | None:
+    """Undo the class weights of the synthetic set's loss in the final UNet's predictions.
+
+    Those are the weights the teacher learnt with, and so the tilt its labels pass on to a
+    self-trained student. The student's own weights are not the ones undone: they also make
+    up for the classes self-training rarely keeps (ear: 1 % of its pixels), and undoing them
+    took ear's IoU from 22.2 to 19.9 on the default run, where these took it to 25.6.
+    """
+    from partseg.autoshot.train import ArrayStack, balanced_class_weights, undo_class_weights
+
+    if not options.prior_correction or not options.class_balance_power:
+        return None
+    weights = balanced_class_weights(ArrayStack(logits, "logits"), "soft", len(classes),
+                                     options.class_balance_power, options.seed)
+    offsets = undo_class_weights(model, weights, options.prior_correction)
+    log("[train_autoshot] prior correction: logit offsets " + ", ".join(
+        f"{name} {offset:+.2f}" for name, offset in zip(classes, offsets)))
+    return {"strength": options.prior_correction, "class_weights": [round(float(w), 6)
+            for w in weights], "logit_offsets": offsets}
 
 
 if __name__ == "__main__":

@@ -287,3 +287,39 @@ def test_class_balance_makes_a_rare_class_cost_more():
     only_rare = soft_cross_entropy(logits[:, :, :, 1:], targets[:, :, :, 1:], valid[:, :, 1:],
                                    torch.tensor([0.5, 1.5]))
     assert only_rare.item() == pytest.approx(1.5 * np.log(2))
+
+
+def test_undoing_class_weights_shifts_each_logit_by_minus_log_weight():
+    """The folded head predicts logits - s * log(w); a class of weight 0 keeps its logit."""
+    from partseg.autoshot.train import undo_class_weights
+
+    torch.manual_seed(0)
+    model = UNet(num_classes=3, **TINY).eval()
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model(images)
+    weights = torch.tensor([0.25, 4.0, 0.0])
+    offsets = undo_class_weights(model, weights, strength=0.5)
+    assert offsets == pytest.approx([-0.5 * np.log(0.25), -0.5 * np.log(4.0), 0.0])
+    with torch.no_grad():
+        after = model(images)
+    torch.testing.assert_close(after - before, torch.tensor(offsets, dtype=torch.float32)
+                               .view(1, 3, 1, 1).expand_as(after), rtol=0, atol=1e-5)
+
+
+def test_undoing_class_weights_hands_pixels_back_to_the_common_class():
+    """A UNet trained with class weights paints the rare class wider than one trained
+    without; undoing the weights takes back pixels from it, never gives it more."""
+    from partseg.autoshot.train import balanced_class_weights, undo_class_weights
+
+    images, masks = squares(n=8)
+    model, _ = train_segmenter(images, masks, num_classes=3, target_kind="hard",
+                               unet_config=TINY, steps=60, batch_size=8, lr=0.01, augment=None,
+                               class_balance_power=1.0, seed=0)
+    weights = balanced_class_weights(ArrayStack(masks, "targets"), "hard", 3, power=1.0)
+    before = np.stack([label for label, _ in predict_labels(model, images)])
+    undo_class_weights(model, weights)
+    after = np.stack([label for label, _ in predict_labels(model, images)])
+    common = int(np.argmax(np.bincount(masks.ravel(), minlength=3)))
+    assert (after == common).sum() >= (before == common).sum()
+    assert ((before == common) & (after != common)).sum() == 0

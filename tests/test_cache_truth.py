@@ -123,6 +123,31 @@ def test_another_pseudo_label_choice_trains_a_new_student(project):
     git_commit(project, "confidence 0")
 
 
+def test_the_prior_correction_moves_only_the_head_bias_and_trains_nothing(project):
+    """train_autoshot.prior_correction is applied after training: changing it reruns the
+    stage, which resumes both finished snapshots and shifts at most the head's bias, by the
+    offsets it recorded (tests/test_autoshot_train.py checks the offsets themselves; the tiny
+    few-shot net labels nearly every synthetic pixel alike, so here they may all be 0)."""
+    def saved() -> dict:
+        return torch.load(project / "results/train_autoshot/model.pt", weights_only=True)
+
+    corrected = saved()
+    assert corrected["meta"]["prior_correction"]["strength"] == 1.0
+    offsets = torch.tensor(corrected["meta"]["prior_correction"]["logit_offsets"])
+    set_param(project, "train_autoshot", "prior_correction", 0.0)
+    assert "train_autoshot" in snakemake_build(project)
+    log = (project / "results/logs/train_autoshot.log").read_text()
+    assert log.count("resuming at step") == 2, log  # the teacher and the student
+    plain = saved()
+    assert plain["meta"]["prior_correction"] is None
+    weights, plain_weights = corrected["state_dict"], plain["state_dict"]
+    assert {name for name in weights if not torch.equal(weights[name], plain_weights[name])} \
+        <= {"head.bias"}
+    torch.testing.assert_close(weights["head.bias"].double() - plain_weights["head.bias"].double(),
+                               offsets.double(), rtol=0, atol=1e-5)
+    git_commit(project, "no prior correction")
+
+
 def kill_when_running(command: list[str], project: Path, module: str, out: str) -> None:
     """Start `command`; once the `python -m <module>` process it starts has begun writing `out`
     (its `<out>.tmp` folder exists), SIGKILL that process, as the OOM killer would; wait for the

@@ -218,6 +218,26 @@ def balanced_class_weights(target_stack: "ArrayStack", target_kind: str, num_cla
     return class_weights(labels, num_classes, power)
 
 
+def undo_class_weights(model: torch.nn.Module, class_weights: torch.Tensor,
+                       strength: float = 1.0) -> list[float]:
+    """Fold -strength * log(w) into the UNet head's bias, w the loss's class weights.
+
+    A net trained on cross-entropy weighted by w_c predicts, at best, p(c|x) * w_c up to a
+    normaliser: the weights that let it learn rare classes also tilt every prediction towards
+    them (the demo's UNet paints eyebrows and mouths too wide). Subtracting log w_c from the
+    logits (strength 1) removes that tilt and leaves what was learned (logit adjustment: Menon
+    et al., "Long-tail learning via logit adjustment", ICLR 2021). Folded into the bias, the
+    saved model, its ONNX export and `partseg segment` all predict with it. A class of weight
+    0 (absent from the targets) is left alone. Returns the offset added to each class's logit.
+    """
+    offsets = torch.zeros(len(class_weights), dtype=torch.float64)
+    present = class_weights > 0
+    offsets[present] = -strength * torch.log(class_weights[present].double())
+    with torch.no_grad():
+        model.head.bias.add_(offsets.to(model.head.bias))
+    return [round(float(offset), 6) for offset in offsets]
+
+
 def _normalise_augment(augment: dict | None) -> dict | None:
     if augment is None:
         return None

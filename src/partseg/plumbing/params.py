@@ -187,6 +187,11 @@ class TrainAutoshotParams:
              "most confident ones (class-balanced, as in CBST), so thin parts are not left out "
              "(worse on the demo: README 'Ablation'); 0 = the confidence threshold alone",
         low=0.0, high=1.0)
+    prior_correction: float = knob(
+        1.0, "strength s of the prior correction: the final UNet's logits minus s * log(the "
+             "class weights of the synthetic set's loss), folded into its head (removes the "
+             "tilt towards rare classes that class_balance_power gives; README 'Ablation'); "
+             "0 = off", low=0.0)
     seed: int = knob(0, "seed", low=0)
 
 
