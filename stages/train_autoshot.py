@@ -4,8 +4,11 @@ Soft-target cross-entropy on the stored logits, with the same geometric augmenta
 applied to image and labels. Resumes from --snapshots after a crash. Writes model.pt and
 training_log.tsv (a DVC plot). With train_autoshot.self_train_images > 0 that UNet (its log:
 teacher_log.tsv) labels as many real `train` images and model.pt is a new UNet trained on
-their confident pixels (partseg.autoshot.self_training). `--processes N` trains data-parallel on N processes (GPUs, or
-CPU processes with gloo) with the same global batch; rank 0 writes the outputs.
+their confident pixels (partseg.autoshot.self_training). With train_autoshot.prior_correction
+> 0 the final UNet's head then subtracts the log of the synthetic set's class weights from its
+logits (`correct_prior`; model.pt's meta records the offsets). `--processes N` trains
+data-parallel on N processes (GPUs, or CPU processes with gloo) with the same global batch;
+rank 0 writes the outputs.
 """
 
 from pathlib import Path
